@@ -1,0 +1,29 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install
+# everything (Debian packages espeak-ng and sox when missing, torch pinned to the CPU
+# build first so pip never pulls a CUDA build, then qinyu with its test extras).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: demo test install system-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@bash scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/qinyu demo
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .hypothesis
