@@ -1,0 +1,392 @@
+"""The hybrid LM: one decoder-only transformers backbone that reads text, user speech
+and speaker vectors, and predicts text plus 8 codebooks.
+
+Parameter names follow the official checkpoints: the backbone is ``model`` (keys
+``model.embed_tokens``, ``model.layers.*``, ``model.norm``) and the speech modules are
+registered *inside* it (``model.audio_model.model.*``, ``model.audio_projection.*``,
+``model.speaker_projection.*``) next to ``lm_head``, so an official state dict maps
+onto this module key for key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..layout import CODEBOOK_SIZE, NUM_CODEBOOKS, TokenLayout
+from .audio_encoder import AudioModel, build_audio_encoder
+from .config import ConfigError, QinYuConfig
+from .loss import hybrid_loss
+from .projector import Projector
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+TOKENIZER_NAME = "tokenizer.json"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+class InputError(ValueError):
+    pass
+
+
+@dataclass
+class QinYuOutput:
+    logits: torch.Tensor
+    hidden_states: torch.Tensor  # after the backbone's final norm
+    loss: torch.Tensor | None = None
+    text_loss: torch.Tensor | None = None
+    audio_loss: torch.Tensor | None = None
+    audio_loss_per_codebook: torch.Tensor | None = None
+    cache: object | None = None
+
+
+def build_backbone(config: QinYuConfig) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    params = dict(config.backbone)
+    model_type = params.pop("model_type")
+    try:
+        bb_config = AutoConfig.for_model(model_type, **params)
+    except ValueError as e:
+        raise ConfigError(f"backbone: {e}") from None
+    return AutoModel.from_config(bb_config, attn_implementation=config.attn_implementation)
+
+
+class QinYuForConditionalGeneration(nn.Module):
+    def __init__(self, config: QinYuConfig):
+        super().__init__()
+        self.config = config
+        self.layout: TokenLayout = config.layout
+        hidden = config.hidden_size
+        self.model = build_backbone(config)
+        vocab = self.model.get_input_embeddings().num_embeddings
+        if vocab < self.layout.vocab_size:
+            raise ConfigError(f"backbone has {vocab} embedding rows, the token layout needs {self.layout.vocab_size}")
+        # Speech modules live inside the backbone module for official key names.
+        if config.audio_encoder is not None:
+            self.model.audio_model = AudioModel(build_audio_encoder(config.audio_encoder))
+        self.model.audio_projection = Projector(config.audio_encoder_output_size, hidden,
+                                                config.audio_projection_norm_type)
+        if config.use_speaker_embedding:
+            self.model.speaker_projection = Projector(config.speaker_embedding_size, hidden,
+                                                      config.speaker_projection_norm_type)
+        self.lm_head = nn.Linear(hidden, vocab, bias=False)
+        self.audio_heads = None
+        if config.use_audio_heads:
+            self.audio_heads = nn.ModuleList(nn.Linear(hidden, CODEBOOK_SIZE, bias=False)
+                                             for _ in range(NUM_CODEBOOKS - 1))
+        std = float(config.backbone.get("initializer_range", 0.02))
+        for module in [self.lm_head, *self.model.audio_projection.mlp[::2]] + (
+                list(self.model.speaker_projection.mlp[::2]) if config.use_speaker_embedding else []) + (
+                list(self.audio_heads) if self.audio_heads is not None else []):
+            nn.init.normal_(module.weight, std=std)
+        if self.tied:
+            self.lm_head.weight = self.model.get_input_embeddings().weight
+
+    # -- properties ---------------------------------------------------------------
+    @property
+    def tied(self) -> bool:
+        return bool(self.config.backbone.get("tie_word_embeddings", False))
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def audio_encoder(self) -> nn.Module | None:
+        audio_model = getattr(self.model, "audio_model", None)
+        return audio_model.model if audio_model is not None else None
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    # -- inputs -------------------------------------------------------------------
+    def encode_audio(self, features, lengths=None) -> list[torch.Tensor]:
+        """User-speech features -> list of encoder outputs [len_i, 512], one per utterance.
+
+        ``features`` is a list of [T_i, D] tensors or a padded [N, T, D] tensor with
+        ``lengths``."""
+        encoder = self.audio_encoder
+        if encoder is None:
+            raise InputError("this checkpoint has no audio encoder (config 'audio_encoder' is null); "
+                             "pass encoder outputs as audio_embeds instead")
+        if isinstance(features, (list, tuple)):
+            lengths = torch.tensor([f.shape[0] for f in features], device=self.device)
+            features = nn.utils.rnn.pad_sequence(list(features), batch_first=True)
+        elif lengths is None:
+            lengths = torch.full((features.shape[0],), features.shape[1], device=features.device)
+        out, out_lengths = encoder(features.to(self.device, self.dtype), lengths.to(self.device))
+        return [o[:int(n)] for o, n in zip(out, out_lengths)]
+
+    def embed_inputs(self, input_ids: torch.Tensor, audio_steps=None, audio_features=None, audio_feature_lengths=None,
+                     audio_embeds=None, speaker_embeddings=None) -> torch.Tensor:
+        """Token embeddings with the three injections:
+
+        * audio steps (``audio_steps`` [B, L, 8] in-codebook indices, -1 elsewhere): the
+          mean of the step's 8 token embeddings;
+        * user speech: projected encoder frames at ``<|context_of_audio|>`` positions,
+          utterances in order of appearance (batch-major);
+        * speaker vectors [N, 192] (or [1, N, 192], or a list per sample): projected, at
+          ``<|speaker|>``/``<|user_speaker|>`` positions in order of appearance.
+        """
+        layout = self.layout
+        if input_ids.dim() != 2:
+            raise InputError(f"input_ids must have shape [batch, length], got {tuple(input_ids.shape)}")
+        embed = self.model.get_input_embeddings()
+        vocab = embed.num_embeddings
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
+            raise InputError(f"input_ids hold ids outside 0..{vocab - 1}")
+        x = embed(input_ids).clone()
+
+        # 1. audio steps
+        in_block = (input_ids >= layout.audio_base) & (input_ids < layout.audio_end)
+        if audio_steps is not None:
+            audio_steps = audio_steps.to(input_ids.device)
+            if audio_steps.shape != (*input_ids.shape, NUM_CODEBOOKS):
+                raise InputError(f"audio_steps must have shape {(*input_ids.shape, NUM_CODEBOOKS)}, "
+                                 f"got {tuple(audio_steps.shape)}")
+            bad = (audio_steps < -1) | (audio_steps >= CODEBOOK_SIZE)
+            if bad.any():
+                b, p, q = bad.nonzero()[0].tolist()
+                raise InputError(f"audio code out of range at batch {b}, position {p}, codebook {q}: "
+                                 f"{int(audio_steps[b, p, q])} (expected 0..{CODEBOOK_SIZE - 1}, or -1 for no step)")
+            is_step = audio_steps[..., 0] >= 0
+            partial = is_step[..., None] != (audio_steps >= 0)
+            if partial.any():
+                b, p, _ = partial.nonzero()[0].tolist()
+                raise InputError(f"audio step at batch {b}, position {p} has some codebooks missing (-1)")
+            expected = torch.where(is_step, layout.audio_base + audio_steps[..., 0], input_ids)
+            if (in_block & ~is_step).any() or (expected != input_ids).any():
+                b, p = ((expected != input_ids) | (in_block & ~is_step)).nonzero()[0].tolist()
+                raise InputError(f"position {p} of batch {b}: input_ids must hold the codebook-0 token of the "
+                                 f"audio step exactly where audio_steps has one (got id {int(input_ids[b, p])})")
+            if is_step.any():
+                offsets = layout.audio_base + CODEBOOK_SIZE * torch.arange(NUM_CODEBOOKS, device=input_ids.device)
+                x[is_step] = embed(audio_steps[is_step] + offsets).mean(dim=1)
+        elif in_block.any():
+            b, p = in_block.nonzero()[0].tolist()
+            raise InputError(f"input_ids hold an audio token at batch {b}, position {p} but no audio_steps were given")
+
+        # 2. user speech
+        if audio_embeds is None and audio_features is not None:
+            audio_embeds = self.encode_audio(audio_features, audio_feature_lengths)
+        ctx = input_ids == layout.context_of_audio
+        n_ctx = int(ctx.sum())
+        if audio_embeds is not None and len(audio_embeds):
+            frames = torch.cat([e.to(x.device, x.dtype) for e in audio_embeds], dim=0)
+            if frames.shape[0] != n_ctx:
+                raise InputError(f"user speech has {frames.shape[0]} encoder frames "
+                                 f"({[int(e.shape[0]) for e in audio_embeds]}) but input_ids hold {n_ctx} "
+                                 f"<|context_of_audio|> placeholders")
+            x[ctx] = self.model.audio_projection(frames).to(x.dtype)
+        elif n_ctx:
+            raise InputError(f"input_ids hold {n_ctx} <|context_of_audio|> placeholders but no user audio was given")
+        elif self.training:
+            # keep every parameter in the graph (DDP needs defined gradients), as the reference does
+            dummy = x.new_zeros(1, self.config.audio_encoder_output_size)
+            x = x + 0.0 * self.model.audio_projection(dummy).sum()
+
+        # 3. speaker vectors
+        spk = (input_ids == layout.speaker) | (input_ids == layout.user_speaker)
+        n_spk = int(spk.sum())
+        vectors = _speaker_matrix(speaker_embeddings)
+        if not self.config.use_speaker_embedding:
+            if vectors is not None and len(vectors):
+                raise InputError("speaker vectors given but this checkpoint has use_speaker_embedding = false")
+        elif vectors is not None and len(vectors):
+            if vectors.shape[-1] != self.config.speaker_embedding_size:
+                raise InputError(f"speaker vectors must be {self.config.speaker_embedding_size}-d, "
+                                 f"got {vectors.shape[-1]}")
+            if vectors.shape[0] != n_spk:
+                raise InputError(f"{vectors.shape[0]} speaker vectors given but input_ids hold {n_spk} "
+                                 f"<|speaker|>/<|user_speaker|> placeholders")
+            x[spk] = self.model.speaker_projection(vectors.to(x.device, x.dtype)).to(x.dtype)
+        elif n_spk:
+            raise InputError(f"input_ids hold {n_spk} <|speaker|>/<|user_speaker|> placeholders "
+                             f"but no speaker vectors were given")
+        elif self.training:
+            dummy = x.new_zeros(1, self.config.speaker_embedding_size)
+            x = x + 0.0 * self.model.speaker_projection(dummy).sum()
+        return x
+
+    # -- forward ------------------------------------------------------------------
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden)
+        if self.audio_heads is not None:
+            first = self.layout.first_audio_token_id
+            parts = [logits[..., :first]] + [head(hidden) for head in self.audio_heads] + \
+                    [logits[..., first + (NUM_CODEBOOKS - 1) * CODEBOOK_SIZE:]]
+            logits = torch.cat(parts, dim=-1)
+        return logits
+
+    def forward(self, input_ids: torch.Tensor, attention_mask=None, position_ids=None, audio_steps=None,
+                audio_features=None, audio_feature_lengths=None, audio_embeds=None, speaker_embeddings=None,
+                labels=None, audio_labels=None, cache=None, use_cache: bool = False, num_items_in_batch=None,
+                logits_to_keep: int = 0) -> QinYuOutput:
+        """Run the hybrid LM. With ``labels`` (and ``audio_labels`` [B, L, 8]) the hybrid
+        loss is returned; ``logits_to_keep`` > 0 computes logits for the last positions
+        only (decoding)."""
+        past = cache.get_seq_length() if cache is not None else 0
+        limit = self.config.max_positions
+        if limit is not None and past + input_ids.shape[1] > limit:
+            raise InputError(f"sequence of {past + input_ids.shape[1]} positions is longer than the backbone's "
+                             f"maximum of {limit} (max_position_embeddings)")
+        x = self.embed_inputs(input_ids, audio_steps, audio_features, audio_feature_lengths, audio_embeds,
+                              speaker_embeddings)
+        out = self.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                         use_cache=use_cache)
+        hidden = out.last_hidden_state
+        logits = self.compute_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        result = QinYuOutput(logits=logits, hidden_states=hidden, cache=out.past_key_values if use_cache else None)
+        if labels is not None:
+            if logits_to_keep:
+                raise InputError("labels need logits for every position; do not set logits_to_keep")
+            losses = hybrid_loss(logits, labels, audio_labels, self.layout.first_audio_token_id, num_items_in_batch)
+            result.loss, result.text_loss = losses.loss, losses.text_loss
+            result.audio_loss, result.audio_loss_per_codebook = losses.audio_loss, losses.audio_loss_per_codebook
+        return result
+
+    # -- checkpoints --------------------------------------------------------------
+    def save_pretrained(self, directory, tokenizer=None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (and ``tokenizer.json``), each
+        atomically (temporary file, then rename)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        if self.tied:
+            state.pop("lm_head.weight", None)
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "qinyu": "1"})
+        tmp.replace(directory / WEIGHTS_NAME)
+        self.config.save(directory / CONFIG_NAME)
+        if tokenizer is not None:
+            tmp = directory / (TOKENIZER_NAME + ".tmp")
+            tokenizer.save(str(tmp))
+            tmp.replace(directory / TOKENIZER_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory, dtype: torch.dtype | None = None, device=None,
+                        attn_implementation: str | None = None) -> "QinYuForConditionalGeneration":
+        directory = Path(directory)
+        config = load_config(directory)
+        if attn_implementation:
+            config.attn_implementation = attn_implementation
+        check_tokenizer(directory, config)
+        state = load_state_dict(directory)
+        model = cls(config)
+        model.load_checkpoint_state(state, source=directory)
+        model.eval()
+        if dtype is not None or device is not None:
+            model.to(device=device, dtype=dtype)
+        return model
+
+    def load_checkpoint_state(self, state: dict, source="checkpoint") -> None:
+        if self.tied:
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        expected = self.state_dict()
+        if self.tied:
+            expected.pop("lm_head.weight")
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{source}: weights do not match the config: missing {len(missing)} key(s) "
+                                  f"{missing[:5]}, unexpected {len(unexpected)} key(s) {unexpected[:5]}")
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(expected[k].shape):
+                raise CheckpointError(f"{source}: weight {k} has shape {tuple(v.shape)}, "
+                                      f"the config needs {tuple(expected[k].shape)}")
+        self.load_state_dict(state, strict=not self.tied)
+
+
+def _speaker_matrix(speaker_embeddings):
+    if speaker_embeddings is None:
+        return None
+    if isinstance(speaker_embeddings, (list, tuple)):
+        parts = [torch.as_tensor(s).reshape(-1, torch.as_tensor(s).shape[-1]) for s in speaker_embeddings if len(s)]
+        return torch.cat(parts) if parts else None
+    if speaker_embeddings.dim() == 3:
+        return speaker_embeddings.reshape(-1, speaker_embeddings.shape[-1])
+    if speaker_embeddings.dim() == 1:
+        return speaker_embeddings[None]
+    return speaker_embeddings
+
+
+OFFICIAL_MODEL_TYPES = {"qwen3_sensevoice_xy": "VITA-QinYu-8B", "vita_utu_v1": "VITA-QinYu-4B"}
+
+
+def load_config(directory: Path) -> QinYuConfig:
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint folder not found: {directory}")
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint must be a folder, got a file: {directory}")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a qinyu checkpoint: {CONFIG_NAME} is missing")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(raw, dict) and raw.get("model_type") in OFFICIAL_MODEL_TYPES:
+        raise CheckpointError(f"{directory} is an official {OFFICIAL_MODEL_TYPES[raw['model_type']]} folder "
+                              f"(model_type {raw['model_type']!r}); convert it with `qinyu convert --official`")
+    try:
+        return QinYuConfig.from_dict(raw)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def check_tokenizer(directory: Path, config: QinYuConfig) -> None:
+    """When the folder has a tokenizer, its ids must be the ones the config was built with."""
+    path = directory / TOKENIZER_NAME
+    if not path.is_file():
+        return
+    from ..layout import load_tokenizer
+
+    try:
+        found = TokenLayout.from_tokenizer(load_tokenizer(path))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if found != config.layout:
+        diff = {k: (v, getattr(found, k)) for k, v in config.layout.to_dict().items() if getattr(found, k) != v}
+        raise CheckpointError(f"{path} does not match config.json token_layout (config, tokenizer): {diff}")
+
+
+def load_state_dict(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index} is malformed: {e}") from None
+        files = [directory / f for f in sorted(set(weight_map.values()))]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"weight shard {f} listed in {index.name} is missing")
+    else:
+        raise CheckpointError(f"{directory} has no weights: expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}")
+    state = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise CheckpointError(f"cannot read weights {f}: {e}") from None
+    return state
