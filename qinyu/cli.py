@@ -1,0 +1,149 @@
+"""The ``qinyu`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _count_parameters(directory: Path) -> tuple[int, dict[str, int]]:
+    """Parameters per top-level group, read from safetensors headers (nothing loaded)."""
+    from safetensors import safe_open
+
+    from .model.modeling import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    files = [directory / WEIGHTS_NAME]
+    if not files[0].is_file() and (directory / WEIGHTS_INDEX_NAME).is_file():
+        weight_map = json.loads((directory / WEIGHTS_INDEX_NAME).read_text())["weight_map"]
+        files = [directory / f for f in sorted(set(weight_map.values()))]
+    groups: dict[str, int] = {}
+    for f in files:
+        with safe_open(str(f), "pt") as sf:
+            for key in sf.keys():
+                n = 1
+                for d in sf.get_slice(key).get_shape():
+                    n *= d
+                parts = key.split(".")
+                group = ".".join(parts[:2]) if parts[0] == "model" else parts[0]
+                groups[group] = groups.get(group, 0) + n
+    return sum(groups.values()), groups
+
+
+def cmd_info(args) -> int:
+    from .model.modeling import check_tokenizer, load_config
+
+    directory = Path(args.checkpoint)
+    config = load_config(directory)
+    check_tokenizer(directory, config)
+    total, groups = _count_parameters(directory)
+    layout = config.layout
+    bb = config.backbone
+    info = {
+        "checkpoint": str(directory),
+        "status": "trained" if config.trained else "UNTRAINED (random initialisation)",
+        "description": config.description,
+        "backbone": {k: bb.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                             "num_key_value_heads", "intermediate_size", "max_position_embeddings",
+                                             "tie_word_embeddings")},
+        "parameters": total,
+        "parameters_by_group": groups,
+        "audio_encoder": config.audio_encoder,
+        "speaker_embedding": config.speaker_embedding_size if config.use_speaker_embedding else None,
+        "interleave_schedule": config.interleave_schedule,
+        "vocabulary": {
+            "tokenizer_entries": layout.num_tokens,
+            "embedding_rows": layout.vocab_size,
+            "text_and_special_ids": f"0..{layout.audio_base - 1}",
+            "audio_ids": f"{layout.audio_base}..{layout.audio_end - 1} (8 codebooks x 1032, <|audio_0_0|> = "
+                         f"{layout.audio_base})",
+            "specials": {k: v for k, v in layout.to_dict().items() if k not in ("num_tokens", "vocab_size")},
+        },
+        "tokenizer": (directory / "tokenizer.json").is_file(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    print(f"checkpoint   {directory}")
+    print(f"status       {info['status']}" + (f" — {config.description}" if config.description else ""))
+    print(f"backbone     {bb['model_type']}: {bb.get('num_hidden_layers')} layers, hidden {bb.get('hidden_size')}, "
+          f"{bb.get('num_attention_heads')} heads / {bb.get('num_key_value_heads')} kv heads, "
+          f"max {bb.get('max_position_embeddings')} positions, tied embeddings {bool(bb.get('tie_word_embeddings'))}")
+    print(f"parameters   {total:,}")
+    for g, n in sorted(groups.items(), key=lambda x: -x[1]):
+        print(f"  {g:<28} {n:>14,}")
+    enc = config.audio_encoder
+    print(f"audio        encoder {enc['type'] if enc else 'none'}" + (f" {enc}" if enc else "") +
+          f"; projector norm {config.audio_projection_norm_type}")
+    print(f"speaker      {info['speaker_embedding']}-d vectors, projector norm {config.speaker_projection_norm_type}")
+    print(f"interleave   {config.interleave_schedule}")
+    v = info["vocabulary"]
+    print(f"vocabulary   {v['tokenizer_entries']:,} tokens, {v['embedding_rows']:,} embedding rows; "
+          f"text+specials {v['text_and_special_ids']}; audio {v['audio_ids']}")
+    print("             " + ", ".join(f"{k}={i}" for k, i in v["specials"].items()))
+    print(f"tokenizer    {'tokenizer.json present' if info['tokenizer'] else 'MISSING tokenizer.json'}")
+    return 0
+
+
+def cmd_new_checkpoint(args) -> int:
+    from .model import new_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise SystemExit(f"error: {out} exists and is not empty (use --force to overwrite)")
+    new_checkpoint(out, preset=args.preset, seed=args.seed)
+    print(f"wrote an UNTRAINED {args.preset} checkpoint (random initialisation, seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model.presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="qinyu", description="qinyu: an open implementation of VITA-QinYu, "
+                                     "an expressive spoken language model (conversation, role-play, singing).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a checkpoint: config, parameter count, vocabulary")
+    p.add_argument("checkpoint", help="checkpoint folder (config.json + model.safetensors + tokenizer.json)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("new-checkpoint", help="write a randomly initialised (untrained) checkpoint from a preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.set_defaults(func=cmd_new_checkpoint)
+
+    p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
+    p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
+    p.add_argument("--steps", type=int, default=400, help="maximum training steps")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from .model import CheckpointError, ConfigError
+
+    try:
+        return args.func(args)
+    except (CheckpointError, ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The hybrid loss recomputed by hand (float64, explicit loops) on a tiny model, with a
+padded batch of two different-length conversations."""
+
+import math
+
+import torch
+
+from qinyu.demo import synthetic_batch
+from qinyu.model import hybrid_loss
+
+
+def hand_loss(logits, labels, audio_labels, layout):
+    """Reference arithmetic written out: text CE over vocab minus codebooks 1..7,
+    codebook q CE at the position before each audio step, mean over the 7."""
+    logits = logits.double()
+    first, block = layout.first_audio_token_id, 7 * 1032
+    keep = [i for i in range(logits.shape[-1]) if not first <= i < first + block]
+    text_terms, audio_terms = [], {q: [] for q in range(1, 8)}
+    for b in range(labels.shape[0]):
+        for p in range(labels.shape[1] - 1):
+            y = int(labels[b, p + 1])
+            if y != -100:
+                row = logits[b, p, keep]
+                j = keep.index(y)
+                text_terms.append(-(row[j] - torch.logsumexp(row, 0)).item())
+            for q in range(1, 8):
+                y = int(audio_labels[b, p + 1, q])
+                if y != -100:
+                    row = logits[b, p, first + (q - 1) * 1032: first + q * 1032]
+                    audio_terms[q].append(-(row[y] - torch.logsumexp(row, 0)).item())
+    text = sum(text_terms) / len(text_terms)
+    per_cb = [sum(v) / len(v) for v in audio_terms.values()]
+    return text, per_cb, text + sum(per_cb) / 7
+
+
+def test_loss_matches_hand_computation(tiny, tokenizer, layout):
+    batch = synthetic_batch(tokenizer, layout, num_samples=2, seed=3)
+    assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
+    with torch.no_grad():
+        out = tiny(**batch)
+    text, per_cb, total = hand_loss(out.logits, batch["labels"], batch["audio_labels"], layout)
+    assert math.isclose(out.text_loss.item(), text, abs_tol=1e-5)
+    for got, want in zip(out.audio_loss_per_codebook.tolist(), per_cb):
+        assert math.isclose(got, want, abs_tol=1e-5)
+    assert math.isclose(out.loss.item(), total, abs_tol=1e-5)
+    # a random model is near chance: ln(1320) text+cb0 classes, ln(1032) per codebook
+    assert abs(out.text_loss.item() - math.log(layout.vocab_size - 7 * 1032)) < 1.0
+
+
+def test_text_only_has_zero_audio_loss(tiny, tokenizer, layout):
+    from qinyu.layout import render
+    from qinyu.model import collate
+
+    r = render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], tokenizer, layout)
+    batch = collate([r], layout.im_end)
+    out = tiny(**batch)
+    assert out.audio_loss.item() == 0.0 and out.audio_loss_per_codebook.numel() == 0
+    assert out.loss.item() == out.text_loss.item() > 0
+
+
+def test_codebook_label_as_text_is_rejected(layout):
+    logits = torch.zeros(1, 3, layout.vocab_size)
+    labels = torch.tensor([[-100, layout.audio_token_id(2, 5), -100]])
+    try:
+        hybrid_loss(logits, labels, None, layout.first_audio_token_id)
+    except ValueError as e:
+        assert "codebook 1-7" in str(e)
+    else:
+        raise AssertionError("expected a ValueError")

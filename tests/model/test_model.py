@@ -1,0 +1,188 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from qinyu.demo import overfit, synthetic_batch
+from qinyu.layout import AssistantSpeech, UserSpeech, render, with_voice_prompt
+from qinyu.model import (
+    CheckpointError, ConfigError, InputError, QinYuConfig, QinYuForConditionalGeneration, collate, new_checkpoint,
+)
+
+
+def test_key_names_follow_reference_layout(tiny):
+    keys = set(tiny.state_dict())
+    for k in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+              "model.layers.1.self_attn.k_norm.weight", "model.norm.weight", "lm_head.weight",
+              "model.audio_projection.pre_proj_layernorm.weight", "model.audio_projection.pre_proj_layernorm.bias",
+              "model.audio_projection.mlp.0.weight", "model.audio_projection.mlp.2.weight",
+              "model.speaker_projection.mlp.0.weight", "model.speaker_projection.mlp.2.weight"):
+        assert k in keys, k
+    assert any(k.startswith("model.audio_model.model.") for k in keys)
+    assert tiny.model.audio_projection.mlp[0].weight.shape == (64, 512)
+    assert tiny.model.speaker_projection.mlp[0].weight.shape == (64, 192)
+
+
+def test_batch_with_padding_equals_single(tiny, tokenizer, layout):
+    batch = synthetic_batch(tokenizer, layout, num_samples=3, seed=1)
+    with torch.no_grad():
+        together = tiny(**batch).logits
+        for i in range(3):
+            n = int(batch["attention_mask"][i].sum())
+            single = tiny(input_ids=batch["input_ids"][i:i + 1, :n], audio_steps=batch["audio_steps"][i:i + 1, :n],
+                          audio_features=[batch["audio_features"][i]],
+                          speaker_embeddings=batch["speaker_embeddings"][i]).logits
+            torch.testing.assert_close(together[i, :n], single[0], atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_round_trip_identical_logits(tiny, tokenizer, layout, tmp_path):
+    batch = synthetic_batch(tokenizer, layout, num_samples=2, seed=2)
+    tiny.save_pretrained(tmp_path / "ck", tokenizer=tokenizer)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors",
+                                                                    "tokenizer.json"]
+    loaded = QinYuForConditionalGeneration.from_pretrained(tmp_path / "ck")
+    with torch.no_grad():
+        assert torch.equal(tiny(**batch).logits, loaded(**batch).logits)
+
+
+def test_tied_embeddings_save_without_lm_head(layout, tmp_path):
+    from qinyu.model import preset_config
+
+    cfg = preset_config("tiny", layout)
+    cfg.backbone["tie_word_embeddings"] = True
+    m = QinYuForConditionalGeneration(cfg)
+    assert m.lm_head.weight is m.model.embed_tokens.weight
+    m.save_pretrained(tmp_path)
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in f.keys()
+    loaded = QinYuForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert torch.equal(loaded.lm_head.weight, m.lm_head.weight)
+
+
+def test_overfits_hybrid_samples_to_99_percent(layout, tokenizer):
+    """Loss goes down: a tiny model learns text and all 8 codebooks of a few samples."""
+    torch.manual_seed(0)
+    from qinyu.model import preset_config
+
+    model = QinYuForConditionalGeneration(preset_config("tiny", layout))
+    batch = synthetic_batch(tokenizer, layout, num_samples=4, seed=0)
+    with torch.no_grad():
+        start_loss = model(**batch).loss.item()
+    acc, history = overfit(model, batch, steps=300)
+    assert set(acc) == {"text", *(f"cb{q}" for q in range(8))}
+    assert min(acc.values()) >= 0.99, acc
+    assert history[-1][1] < start_loss / 5
+
+
+def test_audio_heads_option(layout, tokenizer):
+    from qinyu.model import preset_config
+
+    cfg = preset_config("tiny", layout)
+    cfg.use_audio_heads = True
+    m = QinYuForConditionalGeneration(cfg).eval()
+    batch = synthetic_batch(tokenizer, layout, num_samples=1)
+    with torch.no_grad():
+        out = m(**batch)
+        h = out.hidden_states
+        first = layout.first_audio_token_id
+        torch.testing.assert_close(out.logits[..., first + 1032:first + 2064], m.audio_heads[1](h))
+    assert out.logits.shape[-1] == m.lm_head.out_features
+
+
+# -- bad input ------------------------------------------------------------------------
+
+def one_sample(tokenizer, layout):
+    codes = np.random.default_rng(0).integers(0, 1024, (8, 5))
+    r = render(with_voice_prompt([{"role": "user", "content": "<|audio|>"},
+                                  {"role": "assistant", "content": "ok<|audio|>"}]),
+               tokenizer, layout, [UserSpeech(3), AssistantSpeech(codes)])
+    batch = collate([r], layout.im_end)
+    batch["audio_features"] = [torch.randn(3, 560)]
+    batch["speaker_embeddings"] = torch.randn(2, 192)
+    return batch
+
+
+def test_audio_code_out_of_range(tiny, tokenizer, layout):
+    batch = one_sample(tokenizer, layout)
+    p = int((batch["audio_steps"][0, :, 0] >= 0).nonzero()[0])
+    batch["audio_steps"][0, p, 3] = 1032
+    with pytest.raises(InputError, match=f"out of range at batch 0, position {p}, codebook 3: 1032"):
+        tiny(**batch)
+
+
+def test_speaker_count_mismatch(tiny, tokenizer, layout):
+    batch = one_sample(tokenizer, layout)
+    batch["speaker_embeddings"] = torch.randn(3, 192)
+    with pytest.raises(InputError, match="3 speaker vectors given but input_ids hold 2"):
+        tiny(**batch)
+    batch["speaker_embeddings"] = None
+    with pytest.raises(InputError, match="2 <|speaker|>.*no speaker vectors"):
+        tiny(**batch)
+
+
+def test_user_audio_frame_mismatch(tiny, tokenizer, layout):
+    batch = one_sample(tokenizer, layout)
+    batch["audio_features"] = [torch.randn(4, 560)]
+    with pytest.raises(InputError, match="4 encoder frames .* 3 <|context_of_audio|>"):
+        tiny(**batch)
+
+
+def test_sequence_longer_than_backbone(tiny, layout):
+    ids = torch.full((1, 4097), 65)
+    with pytest.raises(InputError, match="4097 positions is longer than the backbone's maximum of 4096"):
+        tiny(input_ids=ids)
+
+
+def test_audio_token_without_steps(tiny, layout):
+    ids = torch.tensor([[65, layout.audio_token_id(0, 3)]])
+    with pytest.raises(InputError, match="no audio_steps"):
+        tiny(input_ids=ids)
+
+
+def test_schedule_with_zero_count_rejected_in_config(layout):
+    from qinyu.model import preset_config
+
+    d = preset_config("tiny", layout).to_dict()
+    d["interleave_schedule"] = [[1, 8], [0, 8]]
+    with pytest.raises(ConfigError, match="interleave_schedule.*text_n must be positive, got 0"):
+        QinYuConfig.from_dict(d)
+
+
+# -- checkpoint folders -------------------------------------------------------------
+
+def test_missing_and_malformed_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        QinYuForConditionalGeneration.from_pretrained(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        QinYuForConditionalGeneration.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        QinYuForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_checkpoint_missing_weights_and_bad_fields(tmp_path):
+    ck = new_checkpoint(tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    (ck / "model.safetensors").rename(tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="has no weights: expected model.safetensors"):
+        QinYuForConditionalGeneration.from_pretrained(ck)
+    (tmp_path / "w.safetensors").rename(ck / "model.safetensors")
+    (ck / "config.json").write_text(json.dumps({**cfg, "hiden_size": 3}))
+    with pytest.raises(CheckpointError, match=r"unknown config field\(s\) \['hiden_size'\]"):
+        QinYuForConditionalGeneration.from_pretrained(ck)
+    cfg["backbone"]["num_hidden_layers"] = 3
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"missing \d+ key\(s\) \['model.layers.2"):
+        QinYuForConditionalGeneration.from_pretrained(ck)
+
+
+def test_tokenizer_must_match_config(tmp_path):
+    ck = new_checkpoint(tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["token_layout"]["speaker"] += 1
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="does not match config.json token_layout.*speaker"):
+        QinYuForConditionalGeneration.from_pretrained(ck)
