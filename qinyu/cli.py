@@ -12,12 +12,9 @@ def _count_parameters(directory: Path) -> tuple[int, dict[str, int]]:
     """Parameters per top-level group, read from safetensors headers (nothing loaded)."""
     from safetensors import safe_open
 
-    from .model.modeling import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+    from .model.checkpoint import weight_files
 
-    files = [directory / WEIGHTS_NAME]
-    if not files[0].is_file() and (directory / WEIGHTS_INDEX_NAME).is_file():
-        weight_map = json.loads((directory / WEIGHTS_INDEX_NAME).read_text())["weight_map"]
-        files = [directory / f for f in sorted(set(weight_map.values()))]
+    files = weight_files(directory)
     groups: dict[str, int] = {}
     for f in files:
         with safe_open(str(f), "pt") as sf:
@@ -32,17 +29,18 @@ def _count_parameters(directory: Path) -> tuple[int, dict[str, int]]:
 
 
 def cmd_info(args) -> int:
-    from .model.modeling import check_tokenizer, load_config
+    from .model.checkpoint import open_checkpoint
 
     directory = Path(args.checkpoint)
-    config = load_config(directory)
-    check_tokenizer(directory, config)
+    folder = open_checkpoint(directory)
+    config = folder.config
     total, groups = _count_parameters(directory)
     layout = config.layout
     bb = config.backbone
     info = {
         "checkpoint": str(directory),
         "status": "trained" if config.trained else "UNTRAINED (random initialisation)",
+        "official": folder.official,
         "description": config.description,
         "backbone": {k: bb.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                              "num_key_value_heads", "intermediate_size", "max_position_embeddings",
@@ -65,7 +63,9 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
-    print(f"checkpoint   {directory}")
+    print(f"checkpoint   {directory}" + (f" (official {folder.official} folder, read through the key map; "
+                                          f"`qinyu convert --official` writes it in the qinyu layout)"
+                                          if folder.official else ""))
     print(f"status       {info['status']}" + (f" — {config.description}" if config.description else ""))
     print(f"backbone     {bb['model_type']}: {bb.get('num_hidden_layers')} layers, hidden {bb.get('hidden_size')}, "
           f"{bb.get('num_attention_heads')} heads / {bb.get('num_key_value_heads')} kv heads, "
@@ -97,6 +97,17 @@ def cmd_new_checkpoint(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    import torch
+
+    from .model.checkpoint import convert_official
+
+    dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
+    out = convert_official(args.official, args.out, dtype=dtype)
+    print(f"wrote qinyu checkpoint {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -122,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
     p.set_defaults(func=cmd_new_checkpoint)
+
+    p = sub.add_parser("convert", help="write an official VITA-QinYu folder (8B or 4B) as a qinyu checkpoint")
+    p.add_argument("--official", required=True, metavar="DIR", help="official folder (config.json, safetensors, "
+                   "tokenizer.json)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep",
+                   help="store weights in this dtype (default: as in the official folder)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")

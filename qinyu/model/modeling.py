@@ -10,7 +10,6 @@ onto this module key for key.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,19 +18,13 @@ from torch import nn
 
 from ..layout import CODEBOOK_SIZE, NUM_CODEBOOKS, TokenLayout
 from .audio_encoder import AudioModel, build_audio_encoder
+from .checkpoint import (
+    CONFIG_NAME, TOKENIZER_NAME, CheckpointError, CheckpointFolder, check_complete, check_tensors, open_checkpoint,
+    save_weights,
+)
 from .config import ConfigError, QinYuConfig
 from .loss import hybrid_loss
 from .projector import Projector
-
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
-TOKENIZER_NAME = "tokenizer.json"
-
-
-class CheckpointError(ValueError):
-    pass
-
 
 class InputError(ValueError):
     pass
@@ -262,16 +255,11 @@ class QinYuForConditionalGeneration(nn.Module):
     def save_pretrained(self, directory, tokenizer=None) -> Path:
         """Write ``config.json``, ``model.safetensors`` (and ``tokenizer.json``), each
         atomically (temporary file, then rename)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach() for k, v in self.state_dict().items()}
         if self.tied:
             state.pop("lm_head.weight", None)
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "qinyu": "1"})
-        tmp.replace(directory / WEIGHTS_NAME)
+        save_weights(directory, [state])
         self.config.save(directory / CONFIG_NAME)
         if tokenizer is not None:
             tmp = directory / (TOKENIZER_NAME + ".tmp")
@@ -282,35 +270,56 @@ class QinYuForConditionalGeneration(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, dtype: torch.dtype | None = None, device=None,
                         attn_implementation: str | None = None) -> "QinYuForConditionalGeneration":
-        directory = Path(directory)
-        config = load_config(directory)
+        """Load a qinyu checkpoint or an official VITA-QinYu folder.
+
+        The model is built on the meta device and the weights are assigned file by file,
+        so memory holds one copy of the model. ``dtype`` None keeps the stored dtype."""
+        folder = open_checkpoint(directory)
         if attn_implementation:
-            config.attn_implementation = attn_implementation
-        check_tokenizer(directory, config)
-        state = load_state_dict(directory)
-        model = cls(config)
-        model.load_checkpoint_state(state, source=directory)
+            folder.config.attn_implementation = attn_implementation
+        with torch.device("meta"):
+            model = cls(folder.config)
+        model.load_weights(folder, dtype=dtype)
         model.eval()
-        if dtype is not None or device is not None:
-            model.to(device=device, dtype=dtype)
+        if device is not None:
+            model.to(device)
         return model
 
-    def load_checkpoint_state(self, state: dict, source="checkpoint") -> None:
-        if self.tied:
-            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        expected = self.state_dict()
+    def load_weights(self, folder: CheckpointFolder, dtype: torch.dtype | None = None) -> None:
+        expected = {k: v.shape for k, v in self.state_dict().items()}
         if self.tied:
             expected.pop("lm_head.weight")
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(f"{source}: weights do not match the config: missing {len(missing)} key(s) "
-                                  f"{missing[:5]}, unexpected {len(unexpected)} key(s) {unexpected[:5]}")
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise CheckpointError(f"{source}: weight {k} has shape {tuple(v.shape)}, "
-                                      f"the config needs {tuple(expected[k].shape)}")
-        self.load_state_dict(state, strict=not self.tied)
+        seen: set[str] = set()
+        for f, tensors in folder.iter_weights():
+            check_tensors(expected, tensors, f, seen)
+            if dtype is not None:
+                tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+            self.load_state_dict(tensors, strict=False, assign=True)
+        check_complete(expected, seen, folder.directory)
+        if self.tied:
+            self.lm_head.weight = self.model.get_input_embeddings().weight
+        self._materialize_buffers()
+
+    def load_checkpoint_state(self, state: dict, source="state dict") -> None:
+        """Load an in-memory state dict (qinyu key names) with the same checks."""
+        expected = {k: v.shape for k, v in self.state_dict().items()}
+        if self.tied:
+            expected.pop("lm_head.weight")
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+        seen: set[str] = set()
+        check_tensors(expected, state, Path(str(source)), seen)
+        check_complete(expected, seen, Path(str(source)))
+        self.load_state_dict(state, strict=False)
+
+    def _materialize_buffers(self) -> None:
+        """Non-persistent buffers (the rotary frequencies) are not in checkpoints; after
+        a meta-device build they are recomputed from the backbone config."""
+        rotary = getattr(self.model, "rotary_emb", None)
+        if rotary is not None and any(b.is_meta for b in rotary.buffers()):
+            self.model.rotary_emb = rotary.__class__(config=self.model.config).to(self.device)
+        left = [n for n, t in list(self.named_parameters()) + list(self.named_buffers()) if t.is_meta]
+        if left:
+            raise CheckpointError(f"tensors left uninitialised after loading: {left[:5]}")
 
 
 def _speaker_matrix(speaker_embeddings):
@@ -324,69 +333,3 @@ def _speaker_matrix(speaker_embeddings):
     if speaker_embeddings.dim() == 1:
         return speaker_embeddings[None]
     return speaker_embeddings
-
-
-OFFICIAL_MODEL_TYPES = {"qwen3_sensevoice_xy": "VITA-QinYu-8B", "vita_utu_v1": "VITA-QinYu-4B"}
-
-
-def load_config(directory: Path) -> QinYuConfig:
-    if not directory.exists():
-        raise CheckpointError(f"checkpoint folder not found: {directory}")
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint must be a folder, got a file: {directory}")
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{directory} is not a qinyu checkpoint: {CONFIG_NAME} is missing")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if isinstance(raw, dict) and raw.get("model_type") in OFFICIAL_MODEL_TYPES:
-        raise CheckpointError(f"{directory} is an official {OFFICIAL_MODEL_TYPES[raw['model_type']]} folder "
-                              f"(model_type {raw['model_type']!r}); convert it with `qinyu convert --official`")
-    try:
-        return QinYuConfig.from_dict(raw)
-    except (ConfigError, TypeError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
-
-
-def check_tokenizer(directory: Path, config: QinYuConfig) -> None:
-    """When the folder has a tokenizer, its ids must be the ones the config was built with."""
-    path = directory / TOKENIZER_NAME
-    if not path.is_file():
-        return
-    from ..layout import load_tokenizer
-
-    try:
-        found = TokenLayout.from_tokenizer(load_tokenizer(path))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    if found != config.layout:
-        diff = {k: (v, getattr(found, k)) for k, v in config.layout.to_dict().items() if getattr(found, k) != v}
-        raise CheckpointError(f"{path} does not match config.json token_layout (config, tokenizer): {diff}")
-
-
-def load_state_dict(directory: Path) -> dict:
-    from safetensors.torch import load_file
-
-    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index} is malformed: {e}") from None
-        files = [directory / f for f in sorted(set(weight_map.values()))]
-        for f in files:
-            if not f.is_file():
-                raise CheckpointError(f"weight shard {f} listed in {index.name} is missing")
-    else:
-        raise CheckpointError(f"{directory} has no weights: expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}")
-    state = {}
-    for f in files:
-        try:
-            state.update(load_file(str(f)))
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise CheckpointError(f"cannot read weights {f}: {e}") from None
-    return state
