@@ -70,3 +70,11 @@ def test_layout_dict_round_trip(qwen3):
     assert TokenLayout.from_dict(layout.to_dict()) == layout
     with pytest.raises(VocabularyError, match="unknown fields.*bogus"):
         TokenLayout.from_dict({**layout.to_dict(), "bogus": 1})
+
+
+def test_layout_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, qinyu.layout; assert 'torch' not in sys.modules, 'qinyu.layout imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
