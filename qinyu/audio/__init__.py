@@ -1,0 +1,1 @@
+"""Audio I/O, resampling and feature front ends."""
