@@ -1,6 +1,6 @@
 """Speech codecs behind one interface: 8 codebooks x 1024 codes per frame."""
 
-from .base import CODEC_TYPES, Codec, CodecError, load_codec, register_codec
+from .base import CODEC_TYPES, Codec, CodecError, codec_for_checkpoint, load_codec, register_codec
 from .nano import NanoCodec, NanoCodecConfig, shift_pitch
 from .streaming import REFERENCE_SCHEDULE, ChunkedStreamDecoder
 

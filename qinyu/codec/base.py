@@ -75,6 +75,8 @@ class Codec:
 def load_codec(path) -> Codec:
     """Load a codec folder; its ``codec.json`` names the type."""
     path = Path(path)
+    if not path.is_dir():
+        raise CodecError(f"codec folder not found: {path}")
     cfg_path = path / CODEC_CONFIG
     if not cfg_path.is_file():
         raise CodecError(f"{path} is not a codec folder: {CODEC_CONFIG} is missing")
@@ -86,3 +88,23 @@ def load_codec(path) -> Codec:
     if kind not in CODEC_TYPES:
         raise CodecError(f"{cfg_path}: unknown codec type {kind!r}; known: {sorted(CODEC_TYPES)}")
     return CODEC_TYPES[kind].load(path)
+
+
+def codec_for_checkpoint(checkpoint) -> Codec:
+    """The codec a checkpoint's ``config.json`` names (``"codec": {"type", "path"}``);
+    a relative path is resolved against the checkpoint folder."""
+    checkpoint = Path(checkpoint)
+    cfg_path = checkpoint / "config.json"
+    try:
+        spec = json.loads(cfg_path.read_text()).get("codec")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise CodecError(f"cannot read {cfg_path}: {e}") from None
+    if not spec:
+        raise CodecError(f"{cfg_path} names no codec (field 'codec'); this checkpoint cannot speak")
+    path = Path(spec["path"])
+    if not path.is_absolute():
+        path = checkpoint / path
+    codec = load_codec(path)
+    if codec.codec_type != spec["type"]:
+        raise CodecError(f"{cfg_path} names a {spec['type']!r} codec but {path} holds a {codec.codec_type!r} codec")
+    return codec

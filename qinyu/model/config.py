@@ -39,6 +39,8 @@ class QinYuConfig:
     codebook_size: int = CODEBOOK_SIZE
     use_audio_heads: bool = False  # separate Linear(H, 1032) heads for codebooks 1..7
     interleave_schedule: list = field(default_factory=lambda: [list(p) for p in DEFAULT_SCHEDULE])
+    # the speech codec: {"type": "nano" | "xy_tokenizer", "path": folder, relative to the checkpoint or absolute}
+    codec: dict | None = None
     attn_implementation: str = "sdpa"
     trained: bool = False
     description: str = ""
@@ -62,6 +64,9 @@ class QinYuConfig:
         vocab = self.backbone.get("vocab_size")
         if vocab is not None and vocab < self.layout.vocab_size:
             raise ConfigError(f"backbone vocab_size {vocab} is smaller than the token layout's {self.layout.vocab_size}")
+        if self.codec is not None and not (isinstance(self.codec, dict) and "type" in self.codec
+                                           and "path" in self.codec):
+            raise ConfigError("config field 'codec' must be {'type': ..., 'path': ...}")
         if self.audio_encoder is not None and "type" not in self.audio_encoder:
             raise ConfigError("config field 'audio_encoder' must have a 'type'")
 
