@@ -108,6 +108,55 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_codec_fit(args) -> int:
+    from .codec.fit import fit_nano_codec
+
+    codec = fit_nano_codec(args.out, minutes=args.minutes, iterations=args.iterations, seed=args.seed,
+                           frame_rate=args.frame_rate)
+    print(f"fitted the nano codec on {codec.info['fitted_on_seconds']} s of espeak-ng speech in "
+          f"{codec.info['fit_seconds']} s; saved to {args.out}")
+    return 0
+
+
+def cmd_codec_encode(args) -> int:
+    import numpy as np
+
+    from .audio.io import load_audio
+    from .codec import load_codec
+
+    codec = load_codec(args.codec)
+    wav, sr = load_audio(args.input)
+    codes = codec.encode(wav, sr)
+    np.save(args.output, codes)
+    print(f"{args.input}: {len(wav) / sr:.2f} s -> codes {codes.shape} at {codec.frame_rate} Hz in {args.output}")
+    return 0
+
+
+def cmd_codec_decode(args) -> int:
+    import numpy as np
+
+    from .audio.io import load_audio, save_audio
+    from .codec import load_codec, shift_pitch
+
+    codec = load_codec(args.codec)
+    if str(args.input).endswith(".npy"):
+        try:
+            codes = np.load(args.input)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: cannot read codes from {args.input}: {e}")
+    else:  # an audio file: resynthesise it through the codec
+        codes = codec.encode(*load_audio(args.input))
+    if args.semitones:
+        if codec.codec_type != "nano":
+            raise SystemExit("error: --semitones needs a codec with explicit pitch (nano)")
+        codes = codes.copy()
+        codes[0] = shift_pitch(codes[0], args.semitones, codec.config)
+    wav = codec.decode(codes)
+    save_audio(args.output, wav, codec.output_sample_rate)
+    print(f"decoded {codes.shape[1]} frames -> {len(wav) / codec.output_sample_rate:.2f} s in {args.output}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -142,6 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store weights in this dtype (default: as in the official folder)")
     p.set_defaults(func=cmd_convert)
 
+    codec = sub.add_parser("codec", help="speech codec: fit the nano codec, encode, decode")
+    csub = codec.add_subparsers(dest="codec_command", metavar="COMMAND", required=True)
+    p = csub.add_parser("fit", help="synthesise espeak-ng speech and fit the nano codec on it")
+    p.add_argument("--out", required=True, help="output codec folder")
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of speech to fit on")
+    p.add_argument("--iterations", type=int, default=20, help="k-means iterations per codebook")
+    p.add_argument("--frame-rate", type=float, default=12.5, help="code frames per second")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_codec_fit)
+    p = csub.add_parser("encode", help="audio file -> codes (.npy, shape (8, T))")
+    p.add_argument("--codec", required=True, help="codec folder")
+    p.add_argument("input", help="wav/flac/ogg file")
+    p.add_argument("output", help="output .npy")
+    p.set_defaults(func=cmd_codec_encode)
+    p = csub.add_parser("decode", help="codes (.npy) or an audio file (resynthesis) -> wav")
+    p.add_argument("--codec", required=True, help="codec folder")
+    p.add_argument("--semitones", type=float, default=0.0, help="re-pitch by this many semitones (nano codec)")
+    p.add_argument("input", help=".npy codes or an audio file")
+    p.add_argument("output", help="output .wav")
+    p.set_defaults(func=cmd_codec_decode)
+
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
     p.add_argument("--steps", type=int, default=400, help="maximum training steps")
@@ -155,11 +225,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .audio.io import AudioError
+    from .codec import CodecError
     from .model import CheckpointError, ConfigError
 
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, FileNotFoundError) as e:
+    except (CheckpointError, ConfigError, CodecError, AudioError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -165,3 +165,24 @@ def test_config_validation():
         NanoCodecConfig(frame_rate=12.3)
     with pytest.raises(CodecError, match="codec folder not found"):
         load_codec("/nonexistent/codec")
+
+
+def test_cli_encode_decode_and_repitch(nano_codec, speech, tmp_path, capsys):
+    from qinyu.audio.io import load_audio, save_audio
+    from qinyu.cli import main
+
+    nano_codec.save(tmp_path / "codec")
+    save_audio(tmp_path / "in.wav", *speech)
+    assert main(["codec", "encode", "--codec", str(tmp_path / "codec"), str(tmp_path / "in.wav"),
+                 str(tmp_path / "codes.npy")]) == 0
+    codes = np.load(tmp_path / "codes.npy")
+    assert codes.shape == (8, -(-len(speech[0]) // 1280))
+    assert main(["codec", "decode", "--codec", str(tmp_path / "codec"), str(tmp_path / "codes.npy"),
+                 str(tmp_path / "out.wav")]) == 0
+    out, sr = load_audio(tmp_path / "out.wav")
+    assert sr == 16000 and len(out) == codes.shape[1] * 1280
+    assert main(["codec", "decode", "--codec", str(tmp_path / "codec"), "--semitones", "12",
+                 str(tmp_path / "in.wav"), str(tmp_path / "up.wav")]) == 0
+    assert main(["codec", "encode", "--codec", str(tmp_path / "codec"), str(tmp_path / "missing.wav"),
+                 str(tmp_path / "x.npy")]) == 2
+    assert "audio file not found" in capsys.readouterr().err
