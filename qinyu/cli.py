@@ -112,8 +112,9 @@ def cmd_codec_fit(args) -> int:
     from .codec.fit import fit_nano_codec
 
     codec = fit_nano_codec(args.out, minutes=args.minutes, iterations=args.iterations, seed=args.seed,
-                           frame_rate=args.frame_rate)
-    print(f"fitted the nano codec on {codec.info['fitted_on_seconds']} s of espeak-ng speech in "
+                           frame_rate=args.frame_rate, audio_dir=args.audio_dir)
+    source = f"the audio files in {args.audio_dir}" if args.audio_dir else "espeak-ng speech"
+    print(f"fitted the nano codec on {codec.info['fitted_on_seconds']} s of {source} in "
           f"{codec.info['fit_seconds']} s; saved to {args.out}")
     return 0
 
@@ -127,8 +128,8 @@ def cmd_codec_encode(args) -> int:
     codec = load_codec(args.codec)
     wav, sr = load_audio(args.input)
     codes = codec.encode(wav, sr)
-    np.save(args.output, codes)
-    print(f"{args.input}: {len(wav) / sr:.2f} s -> codes {codes.shape} at {codec.frame_rate} Hz in {args.output}")
+    np.save(args.out, codes)
+    print(f"{args.input}: {len(wav) / sr:.2f} s -> codes {codes.shape} at {codec.frame_rate} Hz in {args.out}")
     return 0
 
 
@@ -152,8 +153,8 @@ def cmd_codec_decode(args) -> int:
         codes = codes.copy()
         codes[0] = shift_pitch(codes[0], args.semitones, codec.config)
     wav = codec.decode(codes)
-    save_audio(args.output, wav, codec.output_sample_rate)
-    print(f"decoded {codes.shape[1]} frames -> {len(wav) / codec.output_sample_rate:.2f} s in {args.output}")
+    save_audio(args.out, wav, codec.output_sample_rate)
+    print(f"decoded {codes.shape[1]} frames -> {len(wav) / codec.output_sample_rate:.2f} s in {args.out}")
     return 0
 
 
@@ -193,23 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     codec = sub.add_parser("codec", help="speech codec: fit the nano codec, encode, decode")
     csub = codec.add_subparsers(dest="codec_command", metavar="COMMAND", required=True)
-    p = csub.add_parser("fit", help="synthesise espeak-ng speech and fit the nano codec on it")
+    p = csub.add_parser("fit", help="fit the nano codec on a folder of audio, or on synthesised espeak-ng speech")
+    p.add_argument("--audio-dir", help="fit on every wav/flac/ogg file under this folder (default: synthesise "
+                   "--minutes of espeak-ng speech)")
     p.add_argument("--out", required=True, help="output codec folder")
-    p.add_argument("--minutes", type=float, default=10.0, help="minutes of speech to fit on")
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of espeak-ng speech when no --audio-dir")
     p.add_argument("--iterations", type=int, default=20, help="k-means iterations per codebook")
     p.add_argument("--frame-rate", type=float, default=12.5, help="code frames per second")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_codec_fit)
     p = csub.add_parser("encode", help="audio file -> codes (.npy, shape (8, T))")
-    p.add_argument("--codec", required=True, help="codec folder")
     p.add_argument("input", help="wav/flac/ogg file")
-    p.add_argument("output", help="output .npy")
+    p.add_argument("--codec", required=True, help="codec folder")
+    p.add_argument("--out", required=True, help="output .npy")
     p.set_defaults(func=cmd_codec_encode)
     p = csub.add_parser("decode", help="codes (.npy) or an audio file (resynthesis) -> wav")
-    p.add_argument("--codec", required=True, help="codec folder")
-    p.add_argument("--semitones", type=float, default=0.0, help="re-pitch by this many semitones (nano codec)")
     p.add_argument("input", help=".npy codes or an audio file")
-    p.add_argument("output", help="output .wav")
+    p.add_argument("--codec", required=True, help="codec folder")
+    p.add_argument("--out", required=True, help="output .wav")
+    p.add_argument("--semitones", type=float, default=0.0, help="re-pitch by this many semitones (nano codec)")
     p.set_defaults(func=cmd_codec_decode)
 
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")

@@ -52,20 +52,41 @@ def espeak_corpus(seconds: float, seed: int = 0, progress=None):
         yield wav, sr, text, voice
 
 
-def fit_nano_codec(out_dir, minutes: float = 10.0, iterations: int = 20, seed: int = 0, frame_rate: float = 12.5):
-    """Synthesise ``minutes`` of espeak-ng speech, fit the nano codec on it and save it."""
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def audio_files(directory) -> list:
+    from pathlib import Path
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {directory}")
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {directory}")
+    return files
+
+
+def fit_nano_codec(out_dir, minutes: float = 10.0, iterations: int = 20, seed: int = 0, frame_rate: float = 12.5,
+                   audio_dir=None):
+    """Fit the nano codec on the audio files under ``audio_dir``, or else on ``minutes``
+    of synthesised espeak-ng speech, and save it to ``out_dir``."""
     from tqdm import tqdm
 
+    from ..audio.io import load_audio
     from .nano import NanoCodec, NanoCodecConfig
 
     start = time.time()
-    bar = tqdm(total=round(minutes * 60), desc="synthesising speech", unit="s")
+    if audio_dir is not None:
+        corpus = [load_audio(f) for f in tqdm(audio_files(audio_dir), desc="reading audio", unit="file")]
+    else:
+        bar = tqdm(total=round(minutes * 60), desc="synthesising speech", unit="s")
 
-    def advance(total):
-        bar.update(round(total) - bar.n)
+        def advance(total):
+            bar.update(round(total) - bar.n)
 
-    corpus = [(wav, sr) for wav, sr, _, _ in espeak_corpus(minutes * 60, seed=seed, progress=advance)]
-    bar.close()
+        corpus = [(wav, sr) for wav, sr, _, _ in espeak_corpus(minutes * 60, seed=seed, progress=advance)]
+        bar.close()
     stages = tqdm(total=7, desc="fitting 7 codebooks (k-means)", unit="codebook")
 
     def stage_done(stage, mse):
@@ -76,5 +97,6 @@ def fit_nano_codec(out_dir, minutes: float = 10.0, iterations: int = 20, seed: i
                           progress=stage_done)
     stages.close()
     codec.info["fit_seconds"] = round(time.time() - start, 1)
+    codec.info["source"] = str(audio_dir) if audio_dir is not None else f"espeak-ng, {minutes} min, seed {seed}"
     codec.save(out_dir)
     return codec

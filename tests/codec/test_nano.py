@@ -173,16 +173,34 @@ def test_cli_encode_decode_and_repitch(nano_codec, speech, tmp_path, capsys):
 
     nano_codec.save(tmp_path / "codec")
     save_audio(tmp_path / "in.wav", *speech)
-    assert main(["codec", "encode", "--codec", str(tmp_path / "codec"), str(tmp_path / "in.wav"),
-                 str(tmp_path / "codes.npy")]) == 0
+    assert main(["codec", "encode", str(tmp_path / "in.wav"), "--codec", str(tmp_path / "codec"),
+                 "--out", str(tmp_path / "codes.npy")]) == 0
     codes = np.load(tmp_path / "codes.npy")
     assert codes.shape == (8, -(-len(speech[0]) // 1280))
-    assert main(["codec", "decode", "--codec", str(tmp_path / "codec"), str(tmp_path / "codes.npy"),
-                 str(tmp_path / "out.wav")]) == 0
+    assert main(["codec", "decode", str(tmp_path / "codes.npy"), "--codec", str(tmp_path / "codec"),
+                 "--out", str(tmp_path / "out.wav")]) == 0
     out, sr = load_audio(tmp_path / "out.wav")
     assert sr == 16000 and len(out) == codes.shape[1] * 1280
-    assert main(["codec", "decode", "--codec", str(tmp_path / "codec"), "--semitones", "12",
-                 str(tmp_path / "in.wav"), str(tmp_path / "up.wav")]) == 0
-    assert main(["codec", "encode", "--codec", str(tmp_path / "codec"), str(tmp_path / "missing.wav"),
-                 str(tmp_path / "x.npy")]) == 2
+    assert main(["codec", "decode", str(tmp_path / "in.wav"), "--codec", str(tmp_path / "codec"), "--semitones",
+                 "12", "--out", str(tmp_path / "up.wav")]) == 0
+    assert main(["codec", "encode", str(tmp_path / "missing.wav"), "--codec", str(tmp_path / "codec"),
+                 "--out", str(tmp_path / "x.npy")]) == 2
     assert "audio file not found" in capsys.readouterr().err
+
+
+def test_cli_fit_on_audio_dir(tmp_path, capsys):
+    from qinyu.audio.espeak import espeak
+    from qinyu.audio.io import save_audio
+    from qinyu.cli import main
+    from qinyu.codec import load_codec
+
+    (tmp_path / "audio" / "sub").mkdir(parents=True)
+    for i, text in enumerate(["one two three four five", "the sun is warm", "ni3 hao3 ma5"]):
+        wav, sr = espeak(text, voice="cmn-latn-pinyin" if i == 2 else "en-us")
+        save_audio(tmp_path / "audio" / ("sub" if i else "") / f"{i}.wav", wav, sr)
+    assert main(["codec", "fit", "--audio-dir", str(tmp_path / "audio"), "--out", str(tmp_path / "codec"),
+                 "--iterations", "2"]) == 0
+    codec = load_codec(tmp_path / "codec")
+    assert codec.info["source"] == str(tmp_path / "audio") and codec.info["fitted_on_seconds"] > 2
+    assert main(["codec", "fit", "--audio-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "c2")]) == 2
+    assert "audio folder not found" in capsys.readouterr().err
