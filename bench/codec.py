@@ -14,7 +14,15 @@ Metrics (per utterance, then averaged):
   sentences (English only: pocketsphinx ships an English model);
 * real-time factors of encode and decode (2 cores).
 
-Usage: python bench/codec.py [--codec DIR] [--fit-minutes 10] [--out bench-out/codec]
+XY-Tokenizer streaming (``--xy DIR``: an official folder with xy_tokenizer.ckpt, or a
+converted codec folder; default: the tiny random-weight golden model from
+../shared/parity, which measures the chunking mechanism, not speech quality): the
+reference chunked decode and smaller first chunks, each against the offline decode,
+as SNR over the whole output and within 0.1 s of each chunk join, plus the latency of
+the first audio.
+
+Usage: python bench/codec.py [--codec DIR] [--fit-minutes 10] [--xy DIR] [--only nano|xy]
+                             [--out bench-out/codec]
 """
 
 from __future__ import annotations
@@ -125,14 +133,77 @@ def plot(path: Path, example: dict) -> None:
     print(f"plot: {path}")
 
 
+def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = np.sum((reference - test) ** 2)
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(reference ** 2) / noise))
+
+
+def bench_xy(path: str | None) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from qinyu.codec import ChunkedStreamDecoder, XYTokenizer
+
+    if path:
+        xy, label = load_codec(path), f"official weights from {path}"
+        wav, sr = espeak(" ".join(CANDIDATES[:6]), voice="en-us+f3")
+        codes = xy.encode(resample(wav, sr, 16000), 16000)
+    else:
+        parity = Path(__file__).resolve().parents[2] / "shared" / "parity" / "xy_tokenizer"
+        if not parity.is_dir():
+            print("XY-Tokenizer: no --xy given and no golden data found; skipped")
+            return
+        params = json.loads((parity / "config.json").read_text())["tiny_config"]
+        xy = XYTokenizer._with_state(params, load_file(str(parity / "weights.safetensors")), "golden", "cpu",
+                                     torch.float32)
+        codes = load_file(str(parity / "golden.safetensors"))["long_codes"].numpy()
+        label = "TINY RANDOM golden weights: measures the chunking, not speech quality"
+    offline = xy.decode(codes)
+    rate, spf = xy.output_sample_rate, int(xy.samples_per_frame)
+    print(f"\nXY-Tokenizer streaming vs offline decode ({label}); {codes.shape[1]} frames, "
+          f"{len(offline) / rate:.1f} s")
+    print(f"{'first chunk (frames)':<22}{'first audio after':>18}{'SNR all, dB':>13}{'SNR at joins, dB':>18}"
+          f"{'vs reference':>14}")
+    results = []
+    for first in (20, 10, 5):
+        stream = ChunkedStreamDecoder(xy, first_chunk=first)
+        pieces, starts, emitted = [], [], 0
+        for t in range(codes.shape[1]):
+            piece = stream.push(codes[:, t:t + 1])
+            if len(piece):
+                starts.append(emitted)
+                pieces.append(piece)
+                emitted += len(piece)
+        pieces.append(stream.flush())
+        out = np.concatenate(pieces)
+        # joins: where each decoded chunk's own samples begin (0.2 s cross-fades end there)
+        near = np.zeros(len(out), dtype=bool)
+        for s in starts[1:]:
+            near[max(0, s - rate // 10):s + rate // 10] = True
+        results.append((first, snr_db(offline, out), snr_db(offline[near], out[near])))
+    ref_join = results[0][2]
+    for first, all_snr, join_snr in results:
+        latency = first * spf / rate
+        print(f"{first:<22}{latency:>17.2f}s{all_snr:>13.1f}{join_snr:>18.1f}{join_snr - ref_join:>+13.1f}dB")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codec", help="a fitted nano codec folder (default: fit one now)")
     ap.add_argument("--fit-minutes", type=float, default=10.0)
+    ap.add_argument("--xy", help="XY-Tokenizer: official folder (xy_tokenizer.ckpt + YAML) or codec folder")
+    ap.add_argument("--only", choices=["nano", "xy"], help="run one part only")
     ap.add_argument("--out", default="bench-out/codec")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only != "xy":
+        bench_nano(args, out)
+    if args.only != "nano":
+        bench_xy(args.xy)
+
+
+def bench_nano(args, out: Path) -> None:
 
     if args.codec:
         codec = load_codec(args.codec)
@@ -198,8 +269,8 @@ def main():
     print(f"{'decode speed, x real time':<32}{dec_rtf:>10.0f}{'':>37}  >= 50")
     summary.update({"encode_rtf": enc_rtf, "decode_rtf": dec_rtf, "utterances": len(rows),
                     "codec_info": codec.info})
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    print(f"results: {out / 'results.json'}")
+    (out / "nano_results.json").write_text(json.dumps(summary, indent=2))
+    print(f"results: {out / 'nano_results.json'}")
     plot(out / "example.png", example)
 
 

@@ -3,5 +3,6 @@
 from .base import CODEC_TYPES, Codec, CodecError, codec_for_checkpoint, load_codec, register_codec
 from .nano import NanoCodec, NanoCodecConfig, shift_pitch
 from .streaming import REFERENCE_SCHEDULE, ChunkedStreamDecoder
+from .xy_tokenizer import XYTokenizer, official_params
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -57,6 +57,15 @@ class Codec:
     def save(self, directory) -> Path:
         raise NotImplementedError
 
+    @classmethod
+    def is_official_folder(cls, path: Path) -> bool:
+        """Whether ``path`` holds this codec in its publisher's own layout."""
+        return False
+
+    @classmethod
+    def load_official_folder(cls, path: Path) -> "Codec":
+        raise NotImplementedError
+
     def check_codes(self, codes) -> np.ndarray:
         arr = np.asarray(codes)
         if arr.ndim != 2 or arr.shape[0] != self.num_codebooks:
@@ -79,6 +88,9 @@ def load_codec(path) -> Codec:
         raise CodecError(f"codec folder not found: {path}")
     cfg_path = path / CODEC_CONFIG
     if not cfg_path.is_file():
+        for cls in CODEC_TYPES.values():  # an official release folder, e.g. xy_tokenizer.ckpt + its YAML
+            if cls.is_official_folder(path):
+                return cls.load_official_folder(path)
         raise CodecError(f"{path} is not a codec folder: {CODEC_CONFIG} is missing")
     try:
         cfg = json.loads(cfg_path.read_text())
