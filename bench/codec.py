@@ -187,6 +187,38 @@ def bench_xy(path: str | None) -> None:
         print(f"{first:<22}{latency:>17.2f}s{all_snr:>13.1f}{join_snr:>18.1f}{join_snr - ref_join:>+13.1f}dB")
 
 
+def bench_xy_speed(seconds: float = 10.0) -> None:
+    """Real-time factors at the official 32 kHz size (random weights: speed only)."""
+    import torch
+
+    from qinyu.codec import ChunkedStreamDecoder, XYTokenizer, official_params
+
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    xy = XYTokenizer(official_params("32k"))
+    print(f"\nXY-Tokenizer speed at the official size (519.9 M parameters, random weights, fp32, "
+          f"{torch.get_num_threads()} threads; built in {time.perf_counter() - start:.1f} s)")
+    wav = np.random.default_rng(0).standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1
+    start = time.perf_counter()
+    codes = xy.encode(wav, 16000)
+    encode = time.perf_counter() - start
+    start = time.perf_counter()
+    xy.decode(codes)
+    decode = time.perf_counter() - start
+    print(f"{'what':<44}{'seconds':>10}{'x real time':>13}{'vs offline decode':>19}")
+    print(f"{f'encode {seconds:.0f} s (one 30 s window)':<44}{encode:>10.2f}{seconds / encode:>13.2f}")
+    print(f"{f'decode {seconds:.0f} s offline':<44}{decode:>10.2f}{seconds / decode:>13.2f}{1.0:>19.2f}")
+    for first in (20, 10, 5):
+        stream = ChunkedStreamDecoder(xy, first_chunk=first)
+        start = time.perf_counter()
+        for t in range(codes.shape[1]):
+            stream.push(codes[:, t:t + 1])
+        stream.flush()
+        took = time.perf_counter() - start
+        label = f"decode {seconds:.0f} s streaming, first chunk {first}"
+        print(f"{label:<44}{took:>10.2f}{seconds / took:>13.2f}{decode / took:>19.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codec", help="a fitted nano codec folder (default: fit one now)")
@@ -201,6 +233,7 @@ def main():
         bench_nano(args, out)
     if args.only != "nano":
         bench_xy(args.xy)
+        bench_xy_speed()
 
 
 def bench_nano(args, out: Path) -> None:

@@ -135,11 +135,39 @@ def test_save_and_load_qinyu_folder(xy, golden, tmp_path):
     assert np.array_equal(loaded.decode(codes), xy.decode(codes))
 
 
-def test_official_sizes_on_meta():
+ENCODE_PATH = ("semantic_encoder", "semantic_encoder_adapter", "acoustic_encoder", "pre_rvq_adapter", "downsample")
+DECODE_PATH = ("post_rvq_adapter", "upsample", "acoustic_decoder", "enhanced_vocos")
+
+
+def test_official_sizes_on_meta(xy_dir):
+    """Counts per module as the reference reports them (parity config.json)."""
+    reference = json.loads((xy_dir / "config.json").read_text())["official_param_count"]
     with torch.device("meta"):
         model = XYTokenizerModel(official_params("32k"))
-    assert sum(p.numel() for p in model.parameters()) == 519_949_394
-    assert sum(b.numel() for b in model.buffers()) == 14_446_088
+
+    def params(names):
+        return sum(p.numel() for n in names for p in getattr(model, n).parameters())
+
+    assert sum(p.numel() for p in model.parameters()) == reference["parameters_total"] == 519_949_394
+    assert sum(b.numel() for b in model.buffers()) == reference["buffers_total"] == 14_446_088
+    # the quantiser's input projection belongs to encoding, its output projection to decoding
+    q = model.quantizer
+    assert params(ENCODE_PATH) + sum(p.numel() for p in q.input_proj.parameters()) == \
+        reference["encode_path_parameters"] == 261_776_128
+    assert params(DECODE_PATH) + sum(p.numel() for p in q.output_proj.parameters()) == \
+        reference["decode_path_parameters"] == 258_173_266
+    for name, counts in reference["per_module"].items():
+        module = getattr(model, name)
+        assert sum(p.numel() for p in module.parameters()) == counts["parameters"], name
+        assert sum(b.numel() for b in module.buffers()) == counts["buffers"], name
+    # key set: the official prefixes and inner names (the golden weights carry the same set at tiny size)
+    golden_keys = set(load_file(str(xy_dir / "weights.safetensors")))
+    tiny = json.loads((xy_dir / "config.json").read_text())["tiny_config"]
+    with torch.device("meta"):
+        assert set(XYTokenizerModel(tiny).state_dict()) == golden_keys
+    import re
+    pattern = {re.sub(r"\.\d+\.", ".N.", k) for k in model.state_dict()}
+    assert pattern == {re.sub(r"\.\d+\.", ".N.", k) for k in golden_keys}
     for variant, (rate, n_fft) in {"16k": (16000, 640), "24k": (24000, 960)}.items():
         params = official_params(variant)
         assert params["output_sample_rate"] == rate and params["vocos_kwargs"]["n_fft"] == n_fft
