@@ -1,0 +1,1 @@
+"""Voices: CAM++ speaker vectors, text-to-timbre, and the voice library."""
