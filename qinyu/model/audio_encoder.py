@@ -5,9 +5,9 @@ Every encoder takes padded features ``[N, T, D]`` with lengths ``[N]`` and retur
 placeholders for an utterance must equal its output length. ``output_frames(n)``
 tells the layout that number without running the encoder.
 
-Types are chosen by the ``audio_encoder`` config dict (``{"type": ..., **params}``).
-Here: ``simple``, a small Transformer encoder over 560-d LFR features, used by tiny
-untrained checkpoints. The SenseVoice encoder registers as ``sensevoice``.
+Types are chosen by the ``audio_encoder`` config dict (``{"type": ..., **params}``):
+``sensevoice`` (SenseVoiceSmall's SAN-M encoder, official sizes by default, any size by
+config) and ``simple`` (a small Transformer over 560-d LFR features).
 """
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ class SimpleAudioEncoder(nn.Module):
         pad = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
         x = self.layers(x, src_key_padding_mask=pad)
         return self.output_proj(x), lengths
+
+
+@register_encoder("sensevoice")
+def _sensevoice(**params):
+    from ..audio.sensevoice import SenseVoiceSmall
+
+    return SenseVoiceSmall(**params)
 
 
 class AudioModel(nn.Module):
