@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def _count_parameters(directory: Path) -> tuple[int, dict[str, int]]:
     """Parameters per top-level group, read from safetensors headers (nothing loaded)."""
@@ -158,6 +160,78 @@ def cmd_codec_decode(args) -> int:
     return 0
 
 
+def _library(args):
+    from .voice.library import VoiceLibrary
+
+    return VoiceLibrary(args.library)
+
+
+def _load_vector(path):
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"vector file not found: {path}")
+    if path.suffix == ".npy":
+        return np.load(path)
+    if path.suffix in (".pt", ".pth"):
+        import torch
+
+        return torch.load(str(path), map_location="cpu", weights_only=True).float().numpy()
+    raise SystemExit(f"error: {path}: a vector file must be .npy or .pt (a 192-d tensor, e.g. a reference "
+                     f"*_speaker.pt)")
+
+
+def cmd_voice_create(args) -> int:
+    lib = _library(args)
+    if args.vector:
+        voice = lib.add(args.name, _load_vector(args.vector), "vector", str(args.vector), replace=args.replace)
+    elif args.clip:
+        from .voice.campplus import SpeakerEncoder
+
+        if not args.speaker_encoder:
+            raise SystemExit("error: --clip needs --speaker-encoder (a speaker encoder folder or the official "
+                             "campplus_cn_common.bin)")
+        enc_path = Path(args.speaker_encoder)
+        encoder = SpeakerEncoder.from_official(enc_path) if enc_path.suffix == ".bin" else SpeakerEncoder.load(enc_path)
+        voice = lib.create_from_clip(args.name, args.clip, encoder, replace=args.replace)
+    else:
+        from .voice.timbre import TextToTimbre
+
+        if not args.timbre:
+            raise SystemExit("error: --description needs --timbre, a text-to-timbre model folder (train one with "
+                             "qinyu.voice.timbre.train_timbre; qinyu-nano ships one)")
+        voice = lib.create_from_description(args.name, args.description, TextToTimbre.load(args.timbre),
+                                            seed=args.seed, replace=args.replace)
+    print(f"created voice {voice.name!r} ({voice.id}, from {voice.source}) in {lib.path}")
+    return 0
+
+
+def cmd_voice_list(args) -> int:
+    lib = _library(args)
+    voices = lib.list()
+    if args.json:
+        print(json.dumps([v.summary() for v in voices], indent=2, ensure_ascii=False))
+        return 0
+    print(f"{len(voices)} voice(s) in {lib.path}")
+    for v in voices:
+        detail = v.detail if len(v.detail) < 60 else v.detail[:57] + "..."
+        print(f"  {v.id}  {v.name:<24} {v.source:<12} |v|={np.linalg.norm(v.vector):6.2f}  {detail}")
+    return 0
+
+
+def cmd_voice_delete(args) -> int:
+    voice = _library(args).delete(args.name)
+    print(f"deleted voice {voice.name!r} ({voice.id})")
+    return 0
+
+
+def cmd_voice_import(args) -> int:
+    voices = _library(args).import_presets(args.file, replace=args.replace)
+    print(f"imported {len(voices)} preset voice(s) from {args.file}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -215,6 +289,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--semitones", type=float, default=0.0, help="re-pitch by this many semitones (nano codec)")
     p.set_defaults(func=cmd_codec_decode)
 
+    voice = sub.add_parser("voice", help="the voice library: create, list, delete voices")
+    voice.add_argument("--library", help="library file (default: $QINYU_VOICE_LIBRARY or "
+                       "~/.local/share/qinyu/voices.sqlite)")
+    vsub = voice.add_subparsers(dest="voice_command", metavar="COMMAND", required=True)
+    p = vsub.add_parser("create", help="create a voice from a description, a reference clip or a vector")
+    p.add_argument("--name", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--description", help="a role description (needs --timbre)")
+    src.add_argument("--clip", help="a reference recording (needs --speaker-encoder)")
+    src.add_argument("--vector", help="a 192-d vector file (.npy or .pt)")
+    p.add_argument("--timbre", help="text-to-timbre model folder")
+    p.add_argument("--speaker-encoder", help="speaker encoder folder, or the official campplus_cn_common.bin")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for --description")
+    p.add_argument("--replace", action="store_true", help="replace a voice of the same name")
+    p.set_defaults(func=cmd_voice_create)
+    p = vsub.add_parser("list", help="list the voices")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_voice_list)
+    p = vsub.add_parser("delete", help="delete a voice by name or id")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_voice_delete)
+    p = vsub.add_parser("import-presets", help="import reference preset voices (spk2embeds .pt: name -> vector)")
+    p.add_argument("file")
+    p.add_argument("--replace", action="store_true")
+    p.set_defaults(func=cmd_voice_import)
+
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
     p.add_argument("--steps", type=int, default=400, help="maximum training steps")
@@ -231,10 +331,12 @@ def main(argv=None) -> int:
     from .audio.io import AudioError
     from .codec import CodecError
     from .model import CheckpointError, ConfigError
+    from .voice.library import VoiceError
+    from .voice.timbre import TimbreError
 
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, CodecError, AudioError, FileNotFoundError) as e:
+    except (CheckpointError, ConfigError, CodecError, AudioError, VoiceError, TimbreError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
