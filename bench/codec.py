@@ -49,7 +49,7 @@ CANDIDATES = [
 ]
 PINYIN_HELD_OUT = ["jin1 tian1 wan3 shang4 wo3 men5 chi1 mian4 tiao2.", "ni3 de5 peng2 you3 shen2 me5 shi2 hou4 lai2?",
                    "zhe4 shou3 ge1 fei1 chang2 hao3 ting1.", "qing3 ba3 chuang1 hu4 da3 kai1."]
-EN_VOICES = ["en-us", "en-us+f3", "en-gb+m3", "en-us+f5"]  # en-us+f5 is not a training voice
+EN_VOICES = ["en-us", "en-us+f3", "en+m3", "en-us+f5"]  # en-us+f5 is not a training voice
 ZH_VOICES = ["cmn-latn-pinyin", "cmn-latn-pinyin+f2"]
 
 

@@ -24,7 +24,8 @@ PINYIN = ["ni3 hao3, jin1 tian1 tian1 qi4 zhen1 bu2 cuo4.", "wo3 xiang3 he1 yi4 
           "wo3 men5 ming2 tian1 yi4 qi3 qu4 gong1 yuan2 ba5.", "zhe4 ben3 shu1 fei1 chang2 you3 yi4 si5.",
           "ni3 xi3 huan1 shen2 me5 yan2 se4?", "lao3 shi1 shuo1 de5 hua4 hen3 you3 dao4 li3.",
           "xiao3 gou3 zai4 hua1 yuan2 li3 pao3 lai2 pao3 qu4.", "ta1 de5 sheng1 yin1 hen3 wen1 rou2."]
-EN_VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f2", "en-us+f4", "en-gb+m7", "en-us+klatt"]
+# Variants go on "en", not "en-gb": espeak-ng ignores a variant on en-gb (same audio as plain en-gb).
+EN_VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3", "en+f2", "en-us+f4", "en+m7", "en-us+klatt"]
 ZH_VOICES = ["cmn-latn-pinyin", "cmn-latn-pinyin+f3", "cmn-latn-pinyin+m3"]
 
 
