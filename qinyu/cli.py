@@ -331,12 +331,15 @@ def main(argv=None) -> int:
     from .audio.io import AudioError
     from .codec import CodecError
     from .model import CheckpointError, ConfigError
+    from .voice.campplus import SpeakerEncoderError
     from .voice.library import VoiceError
     from .voice.timbre import TimbreError
 
+    errors = (CheckpointError, ConfigError, CodecError, AudioError, VoiceError, TimbreError, SpeakerEncoderError,
+              FileNotFoundError)
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, CodecError, AudioError, VoiceError, TimbreError, FileNotFoundError) as e:
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

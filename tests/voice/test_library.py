@@ -105,3 +105,21 @@ def test_cli_create_from_description(tmp_path, capsys):
                        "--timbre", str(tmp_path / "timbre")]) == 0
     voice = VoiceLibrary(tmp_path / "v.sqlite").get("elder")
     assert voice.source == "description" and voice.detail == "a calm old man" and voice.vector.shape == (192,)
+
+
+def test_cli_create_from_clip(tmp_path):
+    from qinyu.audio.espeak import espeak
+    from qinyu.audio.io import save_audio
+    from qinyu.cli import main
+    from qinyu.voice.campplus import CAMPPlus, SpeakerEncoder
+
+    torch.manual_seed(0)
+    SpeakerEncoder(CAMPPlus(growth_rate=8, bn_size=2, init_channels=32, block_layers=(1, 1, 1))).save(tmp_path / "enc")
+    save_audio(tmp_path / "clip.wav", *espeak("a short reference clip", voice="en-us+f3"))
+    lib = ["voice", "--library", str(tmp_path / "v.sqlite")]
+    assert main(lib + ["create", "--name", "ref", "--clip", str(tmp_path / "clip.wav"),
+                       "--speaker-encoder", str(tmp_path / "enc")]) == 0
+    voice = VoiceLibrary(tmp_path / "v.sqlite").get("ref")
+    assert voice.source == "clip" and np.isfinite(voice.vector).all()
+    assert main(lib + ["create", "--name", "bad", "--clip", str(tmp_path / "missing.wav"),
+                       "--speaker-encoder", str(tmp_path / "enc")]) == 2
