@@ -232,6 +232,44 @@ def cmd_voice_import(args) -> int:
     return 0
 
 
+def cmd_data_check(args) -> int:
+    from .data.schema import check_file
+
+    status = 0
+    for path in args.files:
+        count, problems = check_file(path, check_files=not args.no_files)
+        for p in problems:
+            print(f"{path}: {p}")
+        print(f"{path}: {count} sample(s), {len(problems)} problem(s)")
+        status = status or (1 if problems else 0)
+    return status
+
+
+def cmd_data_prepare(args) -> int:
+    from .data.prepare import main_prepare
+
+    return main_prepare(args.config)
+
+
+def cmd_data_toy(args) -> int:
+    from .data.toy import write_toy_corpus
+
+    path = write_toy_corpus(args.out, num_samples=args.samples, seed=args.seed)
+    print(f"wrote a toy spoken-dialogue corpus: {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train.recipe import Recipe
+    from .train.trainer import train
+
+    last = train(Recipe.load(args.recipe), resume=args.resume, progress=not args.quiet)
+    if last:
+        print(f"step {last['step']}: loss {last['loss']:.4f} (text {last['text_loss']:.4f}, "
+              f"audio {last['audio_loss']:.4f})")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -315,6 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true")
     p.set_defaults(func=cmd_voice_import)
 
+    data = sub.add_parser("data", help="training data: check, prepare, toy corpus")
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    p = dsub.add_parser("check", help="validate JSONL training files; every bad line is reported")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--no-files", action="store_true", help="do not open the audio files")
+    p.set_defaults(func=cmd_data_check)
+    p = dsub.add_parser("prepare", help="codec codes, speaker vectors and speech features, cached and resumable")
+    p.add_argument("--config", required=True, help="prepare config (YAML)")
+    p.set_defaults(func=cmd_data_prepare)
+    p = dsub.add_parser("toy", help="synthesise a small spoken-dialogue corpus with espeak-ng (offline)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_toy)
+
+    p = sub.add_parser("train", help="train with a recipe (torchrun for several processes)")
+    p.add_argument("--recipe", required=True, help="recipe YAML")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
     p.add_argument("--steps", type=int, default=400, help="maximum training steps")
@@ -331,12 +390,15 @@ def main(argv=None) -> int:
     from .audio.io import AudioError
     from .codec import CodecError
     from .model import CheckpointError, ConfigError
+    from .data.schema import DataError
+    from .train.recipe import RecipeError
+    from .train.trainer import TrainError
     from .voice.campplus import SpeakerEncoderError
     from .voice.library import VoiceError
     from .voice.timbre import TimbreError
 
     errors = (CheckpointError, ConfigError, CodecError, AudioError, VoiceError, TimbreError, SpeakerEncoderError,
-              FileNotFoundError)
+              DataError, RecipeError, TrainError, FileNotFoundError)
     try:
         return args.func(args)
     except errors as e:

@@ -75,3 +75,39 @@ def hybrid_loss(logits: torch.Tensor, labels: torch.Tensor, audio_labels: torch.
         per_codebook = logits.new_zeros(0, dtype=torch.float32)
         audio_loss = logits.new_zeros((), dtype=torch.float32)
     return HybridLoss(text_loss + audio_loss, text_loss, audio_loss, per_codebook)
+
+
+@dataclass
+class LossSums:
+    """Unnormalised pieces of the hybrid loss, so that a global batch split across
+    micro-batches and processes gives exactly the loss of the whole batch:
+    loss = text_sum / text_count + mean_q(audio_sums[q]) / audio_count."""
+
+    text_sum: torch.Tensor
+    text_count: int
+    audio_sums: torch.Tensor  # [7]
+    audio_count: int
+
+
+def hybrid_loss_sums(logits: torch.Tensor, labels: torch.Tensor, audio_labels: torch.Tensor | None,
+                     first_audio_token_id: int) -> LossSums:
+    tvs = int(first_audio_token_id)
+    text_logits = torch.cat([logits[..., :tvs], logits[..., tvs + AUDIO_BLOCK:]], dim=-1)[:, :-1]
+    text_labels = labels[:, 1:]
+    text_labels = torch.where(text_labels >= tvs + AUDIO_BLOCK, text_labels - AUDIO_BLOCK, text_labels)
+    text_sum = F.cross_entropy(text_logits.reshape(-1, text_logits.shape[-1]).float(), text_labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    text_count = int((text_labels != IGNORE_INDEX).sum())
+    audio_sums = logits.new_zeros(NUM_CODEBOOKS - 1, dtype=torch.float32)
+    audio_count = 0
+    if audio_labels is not None:
+        targets = audio_labels[:, 1:, 1:]
+        has_step = (targets != IGNORE_INDEX).any(-1)
+        audio_count = int(has_step.sum())
+        if audio_count:
+            rows, targets = logits[:, :-1][has_step], targets[has_step]
+            audio_sums = torch.stack([
+                F.cross_entropy(rows[:, tvs + (q - 1) * CODEBOOK_SIZE:tvs + q * CODEBOOK_SIZE].float(),
+                                targets[:, q - 1], ignore_index=IGNORE_INDEX, reduction="sum")
+                for q in range(1, NUM_CODEBOOKS)])
+    return LossSums(text_sum, text_count, audio_sums, audio_count)

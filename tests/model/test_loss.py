@@ -67,3 +67,24 @@ def test_codebook_label_as_text_is_rejected(layout):
         assert "codebook 1-7" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_loss_sums_split_across_micro_batches_equal_the_whole_batch(tiny, tokenizer, layout):
+    """What distributed training relies on: sums over parts / global counts == the loss
+    of one batch holding everything (here: two single-sample parts vs one batch)."""
+    from qinyu.model.loss import hybrid_loss_sums
+
+    batch = synthetic_batch(tokenizer, layout, num_samples=2, seed=4)
+    with torch.no_grad():
+        out = tiny(**batch)
+        parts = []
+        for i in range(2):
+            n = int(batch["attention_mask"][i].sum())
+            o = tiny(input_ids=batch["input_ids"][i:i + 1, :n], audio_steps=batch["audio_steps"][i:i + 1, :n],
+                     audio_features=[batch["audio_features"][i]], speaker_embeddings=batch["speaker_embeddings"][i])
+            parts.append(hybrid_loss_sums(o.logits, batch["labels"][i:i + 1, :n], batch["audio_labels"][i:i + 1, :n],
+                                          layout.first_audio_token_id))
+    n_text = sum(p.text_count for p in parts)
+    n_audio = sum(p.audio_count for p in parts)
+    total = sum(p.text_sum for p in parts) / n_text + (sum(p.audio_sums for p in parts) / n_audio).mean()
+    assert math.isclose(total.item(), out.loss.item(), rel_tol=1e-5)

@@ -1,0 +1,1 @@
+"""Training: recipes, the trainer, distributed launch, checkpoints."""

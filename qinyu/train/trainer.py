@@ -1,0 +1,340 @@
+"""The trainer: one torch-native loop for one process or many (``torchrun``).
+
+* Distributed: DDP (gloo on CPU, nccl on GPU) or FSDP, chosen by the recipe; launched
+  with ``torchrun --nproc_per_node N -m qinyu train --recipe FILE``.
+* Loss normalisation is global: each process sums its token losses and divides by the
+  token counts of the whole global batch (all-reduced first), so 1 process or N, with
+  or without gradient accumulation, compute the same loss for the same global batch.
+* Checkpoints are atomic (written to a temporary folder, then renamed) and hold the
+  model, the optimiser, the step and the RNG states; data order is a pure function of
+  the step, so ``--resume`` continues exactly where a killed run stopped.
+* Metrics go to ``metrics.csv`` (and ``loss.png`` at the end); a progress bar shows
+  loss, tokens/s and the ETA.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..data.dataset import PackedData, collate_packs, read_prepared, render_prepared
+from ..layout import TokenLayout, byte_tokenizer, load_tokenizer
+from ..model import QinYuForConditionalGeneration, preset_config
+from ..model.loss import hybrid_loss_sums
+from .recipe import Recipe, is_trainable
+
+LATEST = "latest"
+METRICS = "metrics.csv"
+FIELDS = ["step", "loss", "text_loss", "audio_loss", "lr", "tokens", "tokens_per_s", "seconds"]
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+# -- set-up -------------------------------------------------------------------------------
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def all_reduce(value: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(value)
+    return value
+
+
+def build_model(recipe: Recipe):
+    """(model, tokenizer) from a checkpoint or a preset (``preset:tiny``)."""
+    if recipe.init.startswith("preset:"):
+        tokenizer = byte_tokenizer()
+        torch.manual_seed(recipe.seed)
+        model = QinYuForConditionalGeneration(preset_config(recipe.init.split(":", 1)[1],
+                                                            TokenLayout.from_tokenizer(tokenizer)))
+        return model, tokenizer
+    model = QinYuForConditionalGeneration.from_pretrained(recipe.init, dtype=torch.float32)
+    return model, load_tokenizer(recipe.init)
+
+
+def apply_freeze(model, recipe: Recipe) -> list[str]:
+    """Set requires_grad by the recipe's patterns; returns the trainable names.
+
+    With ``train_audio_embeddings`` the embedding (and untied lm_head) matrices train,
+    but a gradient hook zeroes every row except the audio tokens, so with weight decay 0
+    the text rows stay bit-identical."""
+    names = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(is_trainable(name, recipe.trainable))
+        if p.requires_grad:
+            names.append(name)
+    if recipe.train_audio_embeddings:
+        layout = model.layout
+        rows = torch.zeros(model.lm_head.weight.shape[0], 1)
+        rows[layout.audio_base:layout.audio_end] = 1
+        for matrix in {id(m): m for m in (model.model.get_input_embeddings().weight, model.lm_head.weight)}.values():
+            if not matrix.requires_grad:
+                matrix.requires_grad_(True)
+                matrix.register_hook(lambda g: g * rows.to(g.device, g.dtype))
+                names.append("(audio rows of) " + ("lm_head" if matrix is model.lm_head.weight else "embed_tokens"))
+    if not names:
+        raise TrainError(f"no parameter matches the trainable patterns {recipe.trainable}")
+    return names
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio``; ``step`` counts from 0."""
+    warmup = max(1, round(recipe.warmup_ratio * recipe.steps)) if recipe.warmup_ratio > 0 else 0
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, recipe.steps - warmup)
+    return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def load_data(recipe: Recipe, model, tokenizer) -> PackedData:
+    encoder = model.audio_encoder
+
+    def frames(t):
+        if encoder is None:
+            raise TrainError("the data has user speech but the model has no audio encoder")
+        return encoder.output_frames(t)
+
+    by_file = []
+    for f in recipe.data:
+        items = [render_prepared(s, tokenizer, model.layout, frames, model.config.interleave_schedule,
+                                 model.config.use_speaker_embedding) for s in read_prepared(f.path)]
+        by_file.append((items, f.weight))
+    return PackedData(by_file, recipe.max_length, seed=recipe.seed, window=recipe.pack_window)
+
+
+# -- checkpoints -------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, recipe: Recipe) -> Path:
+    final = out / f"checkpoint-{step:06d}"
+    tmp = out / f".checkpoint-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer=tokenizer)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "recipe": recipe.to_dict()}, indent=2,
+                                                       default=str))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    pointer = out / (LATEST + ".tmp")
+    pointer.write_text(final.name)
+    pointer.replace(out / LATEST)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    pointer = out / LATEST
+    if not pointer.is_file():
+        return None
+    path = out / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+# -- the loop ----------------------------------------------------------------------------
+
+def wrap(model, recipe: Recipe, world: int, device):
+    if world == 1:
+        return model
+    if recipe.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if recipe.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        return fully_shard(model)
+    raise TrainError("strategy 'deepspeed' needs the deepspeed package and GPUs; it is not available here "
+                     "(use ddp or fsdp)")
+
+
+def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run a recipe. ``stop_after`` ends the run early after that many steps of this
+    call (for tests); checkpoints follow ``save_every``."""
+    rank, world, device = setup_distributed()
+    out = Path(recipe.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if recipe.batch_size % (world * recipe.grad_accum):
+        raise TrainError(f"batch_size {recipe.batch_size} must be a multiple of processes x grad_accum "
+                         f"({world} x {recipe.grad_accum})")
+    torch.manual_seed(recipe.seed)
+    model, tokenizer = build_model(recipe)
+    trainable = apply_freeze(model, recipe)
+    data = load_data(recipe, model, tokenizer)
+    start = 0
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None:
+        state = QinYuForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).state_dict()
+        model.load_state_dict(state)
+        start = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=tuple(recipe.betas), eps=recipe.eps,
+                                  weight_decay=recipe.weight_decay)
+    if checkpoint is not None:
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
+        set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
+    engine = wrap(model, recipe, world, device)
+    metrics_path = out / METRICS
+    if rank == 0:
+        _truncate_metrics(metrics_path, start)
+        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, default=str))
+        print(f"[{recipe.name}] stage {recipe.stage}: {sum(p.numel() for p in params):,} trainable parameters "
+              f"({len(trainable)} tensors), {world} process(es), packs of <= {recipe.max_length} tokens "
+              f"({data.efficiency():.1%} real), starting at step {start}")
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=recipe.steps, initial=start, desc=recipe.name, unit="step")
+    last = {}
+    micro = recipe.batch_size // (world * recipe.grad_accum)
+    t0 = time.time()
+    step = start
+    while step < recipe.steps and (stop_after is None or step - start < stop_after):
+        lr = lr_at(step, recipe)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        packs = data.packs_for_step(step, recipe.batch_size)[rank::world]
+        batches = [collate_packs(packs[i:i + micro], tokenizer.token_to_id("<|im_end|>"))
+                   for i in range(0, len(packs), micro)]
+        counts = torch.tensor([0.0, 0.0, 0.0])
+        for b in batches:
+            counts[0] += int((b["labels"][:, 1:] != -100).sum())
+            counts[1] += int((b["audio_labels"][:, 1:, 1:] != -100).any(-1).sum())
+            counts[2] += b["num_tokens"]
+        counts = all_reduce(counts)
+        n_text, n_audio = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
+        totals = torch.zeros(3)
+        model.train()
+        for i, b in enumerate(batches):
+            inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()
+                      if k not in ("labels", "audio_labels", "num_tokens")}
+            sync = i == len(batches) - 1 or world == 1 or recipe.strategy != "ddp"
+            ctx = engine.no_sync() if not sync else _null()
+            with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.dtype == "bf16"):
+                logits = engine(**inputs).logits
+            sums = hybrid_loss_sums(logits.float(), b["labels"].to(device), b["audio_labels"].to(device),
+                                    model.layout.first_audio_token_id)
+            text = sums.text_sum / n_text
+            audio = sums.audio_sums.sum() / (7 * n_audio)
+            loss = text + audio
+            (loss * world).backward()  # DDP averages gradients over processes; undo that
+            totals += torch.stack([loss.detach(), text.detach(), audio.detach()]).cpu()
+        totals = all_reduce(totals)
+        if recipe.clip:
+            torch.nn.utils.clip_grad_norm_(params, recipe.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        seconds = time.time() - t0
+        last = {"step": step, "loss": totals[0].item(), "text_loss": totals[1].item(),
+                "audio_loss": totals[2].item(), "lr": lr, "tokens": int(counts[2].item()),
+                "tokens_per_s": counts[2].item() / max(seconds, 1e-9), "seconds": seconds}
+        t0 = time.time()
+        if rank == 0:
+            _append_metrics(metrics_path, last)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
+        if rank == 0 and recipe.save_every and step % recipe.save_every == 0 and step < recipe.steps:
+            save_checkpoint(out, step, model, tokenizer, optimizer, recipe)
+    if bar is not None:
+        bar.close()
+    if rank == 0 and step == recipe.steps:
+        save_checkpoint(out, step, model, tokenizer, optimizer, recipe)
+        model.save_pretrained(out / "final", tokenizer=tokenizer)
+        plot_metrics(metrics_path, out / "loss.png")
+    if dist.is_initialized():
+        dist.barrier()
+    return last
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """Keep the rows up to ``start`` (a resumed run rewrites what came after)."""
+    rows = []
+    if path.is_file() and start > 0:
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with path.open("a", newline="") as f:
+        csv.DictWriter(f, FIELDS).writerow({k: row[k] for k in FIELDS})
+
+
+def read_metrics(path) -> list[dict]:
+    with Path(path).open() as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def plot_metrics(path: Path, png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = read_metrics(path)
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("loss", "text_loss", "audio_loss"):
+        ax.plot(steps, [r[key] for r in rows], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(path.parent.name)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,153 @@
+"""The trainer: three stages end to end, freeze policies, distributed equals single
+process, and exact resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from qinyu.train.recipe import Recipe, RecipeError, is_trainable
+from qinyu.train.trainer import lr_at, read_metrics, train
+
+from ..data.synthetic import write_prepared
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("corpus"), n=16)
+
+
+def recipe(tmp, name, stage, init, data, **kw) -> Path:
+    fields = dict(name=name, stage=stage, out=str(tmp / name), init=init, data=[{"path": str(data)}], steps=6,
+                  batch_size=4, max_length=256, lr=3e-3, seed=7, warmup_ratio=0.2)
+    fields.update(kw)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return path
+
+
+def test_three_stages_and_freeze_policies(tmp_path, corpus):
+    r0 = Recipe.load(recipe(tmp_path, "stage0", "align", "preset:tiny", corpus, lr=1e-2,
+                            train_audio_embeddings=True))
+    train(r0, progress=False)
+    init = load_file(str(Path(r0.out) / "checkpoint-000006" / "model.safetensors"))
+    r1 = Recipe.load(recipe(tmp_path, "stage1", "pretrain", str(Path(r0.out) / "final"), corpus))
+    last1 = train(r1, progress=False)
+    r2 = Recipe.load(recipe(tmp_path, "stage2", "sft", str(Path(r1.out) / "final"), corpus, lr=1e-3))
+    last2 = train(r2, progress=False)
+    assert last2["step"] == 6 and last2["loss"] < read_metrics(Path(r0.out) / "metrics.csv")[0]["loss"]
+    assert (Path(r2.out) / "loss.png").is_file() and (Path(r2.out) / "final" / "config.json").is_file()
+
+    # stage 0 trained only the projectors and the audio rows of the embeddings
+    from qinyu.model import QinYuForConditionalGeneration, preset_config
+    from qinyu.layout import TokenLayout, byte_tokenizer
+
+    torch.manual_seed(7)
+    start = QinYuForConditionalGeneration(preset_config("tiny", TokenLayout.from_tokenizer(byte_tokenizer())))
+    before = start.state_dict()
+    for k, v in init.items():
+        if k.startswith(("model.audio_projection.", "model.speaker_projection.")):
+            assert not torch.equal(v, before[k]), f"{k} should have trained"
+        elif k in ("model.embed_tokens.weight", "lm_head.weight"):
+            base = start.layout.audio_base
+            assert torch.equal(v[:base], before[k][:base]), f"text rows of {k} must be bit-identical"
+            assert not torch.equal(v[base:start.layout.audio_end], before[k][base:start.layout.audio_end])
+        else:
+            assert torch.equal(v, before[k]), f"frozen {k} changed in stage 0"
+    # stages 1-2 never touch the audio encoder
+    s1 = load_file(str(Path(r1.out) / "final" / "model.safetensors"))
+    s2 = load_file(str(Path(r2.out) / "final" / "model.safetensors"))
+    for k in s1:
+        if k.startswith("model.audio_model."):
+            assert torch.equal(s1[k], init[k]) and torch.equal(s2[k], init[k])
+    assert not torch.equal(s1["model.layers.0.mlp.up_proj.weight"], init["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_gradient_accumulation_gives_the_same_loss(tmp_path, corpus):
+    a = train(Recipe.load(recipe(tmp_path, "acc1", "pretrain", "preset:tiny", corpus, steps=2)), progress=False)
+    b = train(Recipe.load(recipe(tmp_path, "acc2", "pretrain", "preset:tiny", corpus, steps=2, grad_accum=4)),
+              progress=False)
+    rows_a, rows_b = read_metrics(Path(tmp_path / "acc1" / "metrics.csv")), read_metrics(
+        Path(tmp_path / "acc2" / "metrics.csv"))
+    for x, y in zip(rows_a, rows_b):
+        assert abs(x["loss"] - y["loss"]) < 1e-4 * x["loss"]
+
+
+def run_cli(args, env_extra=None, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "qinyu", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def test_torchrun_two_processes_match_one(tmp_path, corpus):
+    one = recipe(tmp_path, "single", "pretrain", "preset:tiny", corpus, steps=3)
+    two = recipe(tmp_path, "ddp", "pretrain", "preset:tiny", corpus, steps=3)
+    r = run_cli(["train", "--recipe", str(one), "--quiet"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                "-m", "qinyu", "train", "--recipe", str(two), "--quiet"]
+    r = subprocess.run(torchrun, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = read_metrics(tmp_path / "single" / "metrics.csv"), read_metrics(tmp_path / "ddp" / "metrics.csv")
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert abs(x["loss"] - y["loss"]) <= 1e-4 * x["loss"], (x, y)
+        assert x["tokens"] == y["tokens"]
+
+
+def test_sigkill_then_resume_continues_exactly(tmp_path, corpus):
+    full = recipe(tmp_path, "full", "pretrain", "preset:tiny", corpus, steps=8, save_every=2)
+    killed = recipe(tmp_path, "killed", "pretrain", "preset:tiny", corpus, steps=8, save_every=2)
+    assert run_cli(["train", "--recipe", str(full), "--quiet"]).returncode == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "qinyu", "train", "--recipe", str(killed), "--quiet"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() == "checkpoint-000004"):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.is_file(), "no checkpoint was written before the kill"
+    r = run_cli(["train", "--recipe", str(killed), "--resume", "--quiet"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "killed" / "metrics.csv")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    for x, y in zip(a, b):
+        assert x["loss"] == y["loss"], (x, y)  # bit-identical continuation
+    assert torch.equal(load_file(str(tmp_path / "full" / "final" / "model.safetensors"))["lm_head.weight"],
+                       load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))["lm_head.weight"])
+
+
+def test_schedule_and_patterns():
+    r = Recipe(name="x", stage="sft", out="o", data=[{"path": "d"}], init="preset:tiny", steps=100, lr=1.0,
+               warmup_ratio=0.1, min_lr_ratio=0.1)
+    assert lr_at(0, r) == pytest.approx(0.1) and lr_at(9, r) == pytest.approx(1.0)
+    assert lr_at(99, r) == pytest.approx(0.1, abs=1e-3)
+    assert is_trainable("model.layers.0.x", ["*", "!model.audio_model."])
+    assert not is_trainable("model.audio_model.model.embed.weight", ["*", "!model.audio_model."])
+    assert is_trainable("model.audio_projection.mlp.0.weight", ["model.audio_projection."])
+
+
+def test_bad_recipes(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump({"name": "x", "stage": "warmup", "out": "o", "data": ["d"], "init": "preset:tiny"}))
+    with pytest.raises(RecipeError, match="stage 'warmup' is not one of"):
+        Recipe.load(p)
+    p.write_text(yaml.safe_dump({"name": "x", "stage": "sft", "out": "o", "data": ["d"], "init": "preset:tiny",
+                                 "learning_rate": 1}))
+    with pytest.raises(RecipeError, match=r"unknown field\(s\) \['learning_rate'\]"):
+        Recipe.load(p)
+    p.write_text("name: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        Recipe.load(p)
