@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench tiny-train install clean
 
 install: $(STAMP)
 
@@ -28,6 +28,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	$(PY) bench/codec.py
+
+# The whole training path on a toy corpus: synthesise -> fit codec -> prepare -> stages 0, 1, 2.
+QINYU := $(VENV)/bin/qinyu
+tiny-train: $(STAMP)
+	$(QINYU) data toy --out runs/tiny/corpus
+	$(QINYU) data check runs/tiny/corpus/train.jsonl
+	test -f runs/tiny/codec/codec.json || $(QINYU) codec fit --out runs/tiny/codec --minutes 2 --iterations 8
+	$(QINYU) data prepare --config recipes/tiny/prepare.yaml
+	$(QINYU) train --recipe recipes/tiny/stage0.yaml
+	$(QINYU) train --recipe recipes/tiny/stage1.yaml
+	$(QINYU) train --recipe recipes/tiny/stage2.yaml
 
 demo: $(STAMP)
 	$(VENV)/bin/qinyu demo

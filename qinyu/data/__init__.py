@@ -1,0 +1,1 @@
+"""Training data: the sample format, preparation, rendering and packing."""
