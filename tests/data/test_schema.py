@@ -45,7 +45,7 @@ def test_every_bad_line_is_named(tmp_path, capsys):
     assert by_line[8].field == "task"
     assert main(["data", "check", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "line 5: messages[0].role: unknown role 'robot'" in out and "8 sample(s), 7 problem(s)" in out
+    assert "line 5: messages[0].role: unknown role 'robot'" in out and "8 sample(s), 8 problem(s)" in out  # line 5 has two
 
 
 def test_history_speech_and_voice_rules(tmp_path):
