@@ -263,8 +263,10 @@ def cmd_train(args) -> int:
     from .train.recipe import Recipe
     from .train.trainer import train
 
+    import os
+
     last = train(Recipe.load(args.recipe), resume=args.resume, progress=not args.quiet)
-    if last:
+    if last and os.environ.get("RANK", "0") == "0":
         print(f"step {last['step']}: loss {last['loss']:.4f} (text {last['text_loss']:.4f}, "
               f"audio {last['audio_loss']:.4f})")
     return 0

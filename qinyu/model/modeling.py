@@ -242,7 +242,7 @@ class QinYuForConditionalGeneration(nn.Module):
                          use_cache=use_cache)
         hidden = out.last_hidden_state
         logits = self.compute_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        result = QinYuOutput(logits=logits, hidden_states=hidden, cache=out.past_key_values if use_cache else None)
+        result = QinYuOutput(logits=logits, hidden_states=hidden, cache=out.cache if use_cache else None)
         if labels is not None:
             if logits_to_keep:
                 raise InputError("labels need logits for every position; do not set logits_to_keep")

@@ -138,21 +138,62 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, recipe: Recipe) -> Path:
-    final = out / f"checkpoint-{step:06d}"
+def full_states(model, optimizer, recipe: Recipe, world: int):
+    """Full (unsharded) model and optimiser states; collective under FSDP (every rank calls it)."""
+    if world > 1 and recipe.strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+    return model.state_dict(), optimizer.state_dict()
+
+
+def load_optimizer(model, optimizer, state: dict, recipe: Recipe, world: int) -> None:
+    if world > 1 and recipe.strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, recipe: Recipe, rank: int = 0,
+                    world: int = 1, final: bool = False) -> Path | None:
+    """Write ``checkpoint-NNNNNN`` atomically (rank 0) and point ``latest`` at it; with
+    ``final`` also the model alone to ``final/`` for the next stage."""
+    model_state, optim_state = full_states(model, optimizer, recipe, world)
+    if rank != 0:
+        return None
+    target = out / f"checkpoint-{step:06d}"
     tmp = out / f".checkpoint-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _save_model(model, model_state, tmp, tokenizer)
+    torch.save(optim_state, tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "recipe": recipe.to_dict()}, indent=2,
                                                        default=str))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
     pointer = out / (LATEST + ".tmp")
-    pointer.write_text(final.name)
+    pointer.write_text(target.name)
     pointer.replace(out / LATEST)
-    return final
+    if final:
+        _save_model(model, model_state, out / "final", tokenizer)
+    return target
+
+
+def _save_model(model, state: dict, directory: Path, tokenizer) -> None:
+    """save_pretrained for a state that may come from a sharded model."""
+    from ..model.checkpoint import CONFIG_NAME, TOKENIZER_NAME, save_weights
+
+    state = {k: v.detach().cpu() for k, v in state.items()}
+    if model.tied:
+        state.pop("lm_head.weight", None)
+    save_weights(directory, [state])
+    model.config.save(directory / CONFIG_NAME)
+    tokenizer.save(str(directory / TOKENIZER_NAME))
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -203,18 +244,19 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
         model.load_state_dict(state)
         start = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
     model.to(device)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    engine = wrap(model, recipe, world, device)  # before the optimiser: FSDP replaces the parameters
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=tuple(recipe.betas), eps=recipe.eps,
                                   weight_decay=recipe.weight_decay)
     if checkpoint is not None:
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
+        load_optimizer(model, optimizer, torch.load(checkpoint / "optimizer.pt", weights_only=False), recipe, world)
         set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
-    engine = wrap(model, recipe, world, device)
     metrics_path = out / METRICS
     if rank == 0:
         _truncate_metrics(metrics_path, start)
         (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, default=str))
-        print(f"[{recipe.name}] stage {recipe.stage}: {sum(p.numel() for p in params):,} trainable parameters "
+        print(f"[{recipe.name}] stage {recipe.stage}: {n_trainable:,} trainable parameters "
               f"({len(trainable)} tensors), {world} process(es), packs of <= {recipe.max_length} tokens "
               f"({data.efficiency():.1%} real), starting at step {start}")
     bar = None
@@ -272,14 +314,14 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
-        if rank == 0 and recipe.save_every and step % recipe.save_every == 0 and step < recipe.steps:
-            save_checkpoint(out, step, model, tokenizer, optimizer, recipe)
+        if recipe.save_every and step % recipe.save_every == 0 and step < recipe.steps:
+            save_checkpoint(out, step, model, tokenizer, optimizer, recipe, rank, world)
     if bar is not None:
         bar.close()
-    if rank == 0 and step == recipe.steps:
-        save_checkpoint(out, step, model, tokenizer, optimizer, recipe)
-        model.save_pretrained(out / "final", tokenizer=tokenizer)
-        plot_metrics(metrics_path, out / "loss.png")
+    if step == recipe.steps:
+        save_checkpoint(out, step, model, tokenizer, optimizer, recipe, rank, world, final=True)
+        if rank == 0:
+            plot_metrics(metrics_path, out / "loss.png")
     if dist.is_initialized():
         dist.barrier()
     return last

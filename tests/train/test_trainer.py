@@ -88,12 +88,13 @@ def run_cli(args, env_extra=None, **kw):
                           text=True, **kw)
 
 
-def test_torchrun_two_processes_match_one(tmp_path, corpus):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one(tmp_path, corpus, strategy):
     one = recipe(tmp_path, "single", "pretrain", "preset:tiny", corpus, steps=3)
-    two = recipe(tmp_path, "ddp", "pretrain", "preset:tiny", corpus, steps=3)
+    two = recipe(tmp_path, "ddp", "pretrain", "preset:tiny", corpus, steps=3, strategy=strategy)
     r = run_cli(["train", "--recipe", str(one), "--quiet"])
     assert r.returncode == 0, r.stderr[-2000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29517 + (strategy == "fsdp")),
                 "-m", "qinyu", "train", "--recipe", str(two), "--quiet"]
     r = subprocess.run(torchrun, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
                        text=True, timeout=300)
@@ -103,6 +104,10 @@ def test_torchrun_two_processes_match_one(tmp_path, corpus):
     for x, y in zip(a, b):
         assert abs(x["loss"] - y["loss"]) <= 1e-4 * x["loss"], (x, y)
         assert x["tokens"] == y["tokens"]
+    # the final weights agree too (FSDP gathers its shards for the checkpoint)
+    wa = load_file(str(tmp_path / "single" / "final" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
 
 
 def test_sigkill_then_resume_continues_exactly(tmp_path, corpus):
