@@ -1,0 +1,220 @@
+"""Conversations on top of the engine: prompts, history, persona, streaming events.
+
+A ``Session`` renders the conversation with ``qinyu.layout`` (ChatML, the system prompt
+with ``<|speaker|>`` and the role description, ``<|user_speaker|><|audio|>`` for user
+speech), keeps the history by the reference's policy (assistant text kept, assistant
+speech dropped; user speech re-encoded each turn), and streams a reply as events:
+``TextDelta`` as text tokens arrive, ``AudioChunk`` as the codec's streaming decoder
+releases audio, and ``Done`` with the full text and codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..layout import ASR_PROMPT, TTS_PROMPT, UserSpeech, render, system_prompt
+from .engine import Engine, EngineError, Request
+from .sampling import SamplingParams
+
+SPEAKER_DIM = 192
+BOOKKEEPING = ("<|end_of_conv|>", "<|im_end|>", "<|begin_of_audio|>", "<|end_of_audio|>")
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class AudioChunk:
+    pcm: np.ndarray  # float32 mono
+    sample_rate: int
+
+
+@dataclass
+class Done:
+    text: str
+    codes: np.ndarray  # (8, T)
+    finished: str  # stop | length | cancelled
+    steps: int
+    invalid_codes: int
+
+
+@dataclass
+class Persona:
+    system: str | None = None  # a full system prompt; None: the reference's template
+    role_description: str | None = None
+    voice: np.ndarray | None = None  # 192-d assistant voice (None: zeros)
+
+
+@dataclass
+class Turn:
+    role: str
+    text: str = ""
+    features: np.ndarray | None = None  # user speech
+    speaker: np.ndarray | None = None
+
+
+class Session:
+    """One conversation. ``model`` is a loaded QinYuForConditionalGeneration; ``codec``
+    (optional) turns codes into audio; ``front_end`` turns 16 kHz speech into features;
+    ``speaker_encoder`` (optional) gives user voices."""
+
+    def __init__(self, model, tokenizer, codec=None, front_end=None, speaker_encoder=None,
+                 persona: Persona | None = None, params: SamplingParams | None = None, max_history: int = 4,
+                 max_audio_seconds: float = 300.0, first_chunk: int | None = None):
+        from ..audio.fbank import SenseVoiceFrontEnd
+
+        self.model, self.tokenizer, self.codec = model, tokenizer, codec
+        self.front_end = front_end or SenseVoiceFrontEnd()
+        self.speaker_encoder = speaker_encoder
+        self.persona = persona or Persona()
+        self.params = params or SamplingParams()
+        self.max_history, self.max_audio_seconds = max_history, max_audio_seconds
+        self.first_chunk = first_chunk
+        self.history: list[Turn] = []
+
+    # -- prompts ---------------------------------------------------------------------
+    def user_turn(self, text: str | None = None, audio: tuple[np.ndarray, int] | None = None,
+                  prompt: str | None = None) -> Turn:
+        """A user turn from text, speech (wav, sample_rate), or both (text before speech)."""
+        from ..audio.io import check_waveform, resample
+
+        if audio is None:
+            if not text or not text.strip():
+                raise EngineError("empty prompt: give text or audio")
+            return Turn("user", prompt.format(text=text) if prompt else text)
+        wav, sr = audio
+        wav = check_waveform(wav, sr, "user audio")
+        if len(wav) / sr > self.max_audio_seconds:
+            raise EngineError(f"user audio of {len(wav) / sr:.1f} s is longer than the maximum of "
+                              f"{self.max_audio_seconds:.0f} s")
+        wav = resample(wav, sr, 16000)
+        feats = self.front_end(wav, 16000)
+        if len(feats) == 0:
+            raise EngineError("user audio is shorter than one 25 ms frame")
+        speaker = (self.speaker_encoder.embed(wav, 16000) if self.speaker_encoder is not None
+                   else np.zeros(SPEAKER_DIM, np.float32))
+        content = prompt if prompt else ((text or "") + "<|user_speaker|><|audio|>")
+        return Turn("user", content, feats, speaker)
+
+    def request(self, turn: Turn, with_history: bool = True, with_persona: bool = True) -> Request:
+        layout = self.model.layout
+        turns = (self.history[-2 * self.max_history:] if with_history else []) + [turn]
+        messages, audios, features, users = [], [], [], []
+        if with_persona and self.model.config.use_speaker_embedding:
+            sys_text = self.persona.system or system_prompt(self.persona.role_description or None)
+            messages.append({"role": "system", "content": sys_text})
+        encoder = self.model.audio_encoder
+        for t in turns:
+            messages.append({"role": t.role, "content": t.text})
+            if t.features is not None:
+                if encoder is None:
+                    raise EngineError("this model has no audio encoder: it cannot hear speech")
+                audios.append(UserSpeech(int(encoder.output_frames(len(t.features)))))
+                features.append(t.features)
+                users.append(t.speaker)
+        seq = render(messages, self.tokenizer, layout, audios, add_generation_prompt=True,
+                     schedule=self.model.config.interleave_schedule)
+        voice = self.persona.voice if self.persona.voice is not None else np.zeros(SPEAKER_DIM, np.float32)
+        speakers, it = [], iter(users)
+        for p in seq.speaker_positions:
+            speakers.append(voice if seq.input_ids[p] == layout.speaker else next(it))
+        return Request(seq.input_ids, features, np.stack(speakers) if speakers else None, self.params)
+
+    # -- replies ---------------------------------------------------------------------
+    def respond(self, turn: Turn, engine: Engine | None = None, remember: bool = True,
+                **request_kw) -> Iterator[TextDelta | AudioChunk | Done]:
+        """Stream the reply to ``turn``; on completion the turn and the reply's text join
+        the history (the assistant's speech does not)."""
+        engine = engine or Engine(self.model, max_batch=1)
+        rid = engine.add(self.request(turn, **request_kw))
+        stream = self.codec.stream_decoder(**({"first_chunk": self.first_chunk} if self.first_chunk else {})) \
+            if self.codec is not None else None
+        text_ids, frames, shown = [], [], ""
+        done = None
+        try:
+            while done is None:
+                for out in engine.step():
+                    if out.request_id != rid:
+                        continue
+                    if out.text_id is not None:
+                        text_ids.append(out.text_id)
+                        text = self.visible_text(text_ids)
+                        if len(text) > len(shown) and not text.endswith("\ufffd"):
+                            yield TextDelta(text[len(shown):])
+                            shown = text
+                    if out.frames is not None and out.frames.shape[1]:
+                        frames.append(out.frames)
+                        if stream is not None:
+                            pcm = stream.push(out.frames)
+                            if len(pcm):
+                                yield AudioChunk(pcm, self.codec.output_sample_rate)
+                    if out.finished:
+                        done = out.finished
+        finally:
+            if done is None:
+                engine.cancel(rid)
+        if stream is not None:
+            tail = stream.flush()
+            if len(tail):
+                yield AudioChunk(tail, self.codec.output_sample_rate)
+        codes = np.concatenate(frames, axis=1) if frames else np.zeros((8, 0), dtype=np.int64)
+        text = self.visible_text(text_ids)
+        if remember:
+            self.history += [turn, Turn("assistant", text)]
+        yield Done(text, codes, done, len(text_ids) + codes.shape[1], 0)
+
+    def visible_text(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode([i for i in ids if not self.model.layout.is_audio(i)], skip_special_tokens=False)
+        for tag in BOOKKEEPING:
+            text = text.replace(tag, "")
+        return text
+
+    # -- tasks -----------------------------------------------------------------------
+    def asr(self, wav: np.ndarray, sample_rate: int) -> str:
+        turn = self.user_turn(audio=(wav, sample_rate), prompt=ASR_PROMPT)
+        return _collect(self.respond(turn, remember=False, with_history=False, with_persona=False)).text
+
+    def tts(self, text: str):
+        turn = self.user_turn(text=text, prompt=TTS_PROMPT)
+        return self.respond(turn, remember=False, with_history=False, with_persona=False)
+
+
+def _collect(events) -> Done:
+    done = None
+    for e in events:
+        if isinstance(e, Done):
+            done = e
+    return done
+
+
+def load_session(model_dir, voice: str | None = None, role: str | None = None, library=None, timbre=None,
+                 params: SamplingParams | None = None, first_chunk: int | None = None) -> Session:
+    """A session for a checkpoint folder: its tokenizer, the codec its config names (if
+    any), the assistant voice from a library voice (name or id) or a role description
+    (text-to-timbre)."""
+    from ..codec import CodecError, codec_for_checkpoint
+    from ..layout import load_tokenizer
+    from ..model import QinYuForConditionalGeneration
+
+    model = QinYuForConditionalGeneration.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(Path(model_dir))
+    try:
+        codec = codec_for_checkpoint(model_dir)
+    except CodecError:
+        codec = None
+    persona = Persona(role_description=role)
+    if voice:
+        from ..voice.library import VoiceLibrary
+
+        persona.voice = VoiceLibrary(library).get(voice).vector
+    elif role and timbre:
+        from ..voice.timbre import TextToTimbre
+
+        persona.voice = TextToTimbre.load(timbre).generate(role)
+    return Session(model, tokenizer, codec, persona=persona, params=params, first_chunk=first_chunk)
