@@ -272,6 +272,83 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _session(args):
+    from .engine import SamplingParams
+    from .engine.session import load_session
+
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_steps=args.max_steps,
+                            seed=args.seed)
+    return load_session(args.model, voice=getattr(args, "voice", None), role=getattr(args, "role", None),
+                        library=getattr(args, "library", None), timbre=getattr(args, "timbre", None), params=params)
+
+
+def _play(session, events, out_path=None, show=True):
+    """Print text as it streams; collect audio; write it to ``out_path``."""
+    from .audio.io import save_audio
+    from .engine.session import AudioChunk, Done, TextDelta
+
+    pcm, done = [], None
+    for e in events:
+        if isinstance(e, TextDelta) and show:
+            print(e.text, end="", flush=True)
+        elif isinstance(e, AudioChunk):
+            pcm.append(e.pcm)
+        elif isinstance(e, Done):
+            done = e
+    if show:
+        print()
+    if out_path:
+        if session.codec is None:
+            np.save(Path(out_path).with_suffix(".codes.npy"), done.codes)
+            print(f"(this checkpoint names no codec: wrote the {done.codes.shape[1]} frames of codes to "
+                  f"{Path(out_path).with_suffix('.codes.npy')})", file=sys.stderr)
+        else:
+            audio = np.concatenate(pcm) if pcm else np.zeros(0, np.float32)
+            save_audio(out_path, audio, session.codec.output_sample_rate)
+            print(f"wrote {len(audio) / session.codec.output_sample_rate:.2f} s of speech to {out_path}",
+                  file=sys.stderr)
+    return done
+
+
+def cmd_chat(args) -> int:
+    from .audio.io import load_audio
+
+    session = _session(args)
+    if args.audio or args.text:
+        audio = load_audio(args.audio) if args.audio else None
+        _play(session, session.respond(session.user_turn(text=args.text, audio=audio)), args.out)
+        return 0
+    print("interactive chat: type a message, or '/audio FILE' to speak a file; an empty line quits")
+    turn_no = 0
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        audio = load_audio(line.split(maxsplit=1)[1]) if line.startswith("/audio ") else None
+        turn = session.user_turn(text=None if audio else line, audio=audio)
+        turn_no += 1
+        out = Path(args.out).with_name(f"{Path(args.out).stem}-{turn_no}{Path(args.out).suffix}") if args.out else None
+        _play(session, session.respond(turn), out)
+    return 0
+
+
+def cmd_asr(args) -> int:
+    from .audio.io import load_audio
+
+    session = _session(args)
+    print(session.asr(*load_audio(args.audio)))
+    return 0
+
+
+def cmd_tts(args) -> int:
+    session = _session(args)
+    _play(session, session.tts(args.text), args.out, show=False)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -376,6 +453,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    def add_generation_args(p):
+        p.add_argument("--model", required=True, help="checkpoint folder")
+        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the reference's choice)")
+        p.add_argument("--top-p", type=float, default=1.0)
+        p.add_argument("--max-steps", type=int, default=1024)
+        p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("chat", help="talk to a model: one turn (--text/--audio) or interactive")
+    add_generation_args(p)
+    p.add_argument("--text", help="what the user says, as text")
+    p.add_argument("--audio", help="what the user says, as a recording")
+    p.add_argument("--voice", help="assistant voice: a voice-library name or id")
+    p.add_argument("--role", help="role description (the persona; with --timbre also the voice)")
+    p.add_argument("--timbre", help="text-to-timbre folder, to make the voice from --role")
+    p.add_argument("--library", help="voice library file")
+    p.add_argument("--out", help="write the spoken reply here (.wav)")
+    p.set_defaults(func=cmd_chat)
+    p = sub.add_parser("asr", help="transcribe a recording with the model's ASR prompt")
+    add_generation_args(p)
+    p.add_argument("audio")
+    p.set_defaults(func=cmd_asr)
+    p = sub.add_parser("tts", help="speak a text with the model's TTS prompt")
+    add_generation_args(p)
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True, help="output .wav")
+    p.set_defaults(func=cmd_tts)
+
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
     p.add_argument("--steps", type=int, default=400, help="maximum training steps")
@@ -393,6 +497,7 @@ def main(argv=None) -> int:
     from .codec import CodecError
     from .model import CheckpointError, ConfigError
     from .data.schema import DataError
+    from .engine import EngineError
     from .train.recipe import RecipeError
     from .train.trainer import TrainError
     from .voice.campplus import SpeakerEncoderError
@@ -400,7 +505,7 @@ def main(argv=None) -> int:
     from .voice.timbre import TimbreError
 
     errors = (CheckpointError, ConfigError, CodecError, AudioError, VoiceError, TimbreError, SpeakerEncoderError,
-              DataError, RecipeError, TrainError, FileNotFoundError)
+              DataError, RecipeError, TrainError, EngineError, FileNotFoundError)
     try:
         return args.func(args)
     except errors as e:

@@ -79,6 +79,8 @@ class Engine:
         self.rows: list[_Row] = []
         self.attention: torch.Tensor | None = None  # [B, L] 1 = real
         self._ids = itertools.count()
+        self.forward_seconds = 0.0  # time inside the model forward (decode steps)
+        self.step_seconds = 0.0  # whole decode steps
 
     # -- requests join and leave --------------------------------------------------------
     @torch.no_grad()
@@ -157,6 +159,13 @@ class Engine:
         """Feed every row its pending token, choose the next ones; finished rows leave."""
         if not self.rows:
             return []
+        started = time.perf_counter()
+        try:
+            return self._step()
+        finally:
+            self.step_seconds += time.perf_counter() - started
+
+    def _step(self) -> list[StepOutput]:
         outputs = [self._emit(row) for row in self.rows]
         done = [i for i, row in enumerate(self.rows) if row.state.finished]
         if done:
@@ -171,8 +180,10 @@ class Engine:
                 steps[i, 0] = torch.from_numpy(row.pending_step)
         positions = torch.tensor([[row.position] for row in self.rows])
         self.attention = torch.cat([self.attention, torch.ones(b, 1, dtype=torch.long)], dim=1)
+        started = time.perf_counter()
         out = self.model(input_ids=ids, audio_steps=steps, position_ids=positions, attention_mask=self.attention,
                          cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.forward_seconds += time.perf_counter() - started
         self.cache = out.cache
         for i, row in enumerate(self.rows):
             row.position += 1

@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pytest
+
+from qinyu.audio.io import load_audio, save_audio
+from qinyu.cli import main
+from qinyu.codec import load_codec
+from qinyu.engine import Request, SamplingParams, generate
+from qinyu.engine.session import load_session
+from qinyu.model import new_checkpoint
+
+
+@pytest.fixture(scope="module")
+def speaking_checkpoint(tmp_path_factory, nano_codec_dir):
+    """A tiny checkpoint whose config names a nano codec inside its folder."""
+    import shutil
+
+    path = new_checkpoint(tmp_path_factory.mktemp("ck") / "tiny")
+    shutil.copytree(nano_codec_dir, path / "codec")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["codec"] = {"type": "nano", "path": "codec"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def nano_codec_dir(tmp_path_factory):
+    from qinyu.audio.espeak import espeak
+    from qinyu.codec import NanoCodec
+
+    corpus = [espeak(t, voice="en-us") for t in ("one two three", "the sun is warm today")]
+    folder = tmp_path_factory.mktemp("codec") / "nano"
+    NanoCodec.fit(corpus, iterations=2).save(folder)
+    return folder
+
+
+def test_chat_writes_the_decoded_reply(speaking_checkpoint, tmp_path, capsys):
+    out = tmp_path / "reply.wav"
+    assert main(["chat", "--model", str(speaking_checkpoint), "--text", "hello", "--max-steps", "30",
+                 "--out", str(out)]) == 0
+    wav, sr = load_audio(out)
+    # the same reply decoded offline: identical up to 16-bit quantisation
+    session = load_session(speaking_checkpoint, params=SamplingParams(max_steps=30))
+    codes = generate(session.model, [session.request(session.user_turn(text="hello"))])[0].codes
+    assert codes.shape[1] > 0
+    expected = load_codec(speaking_checkpoint / "codec").decode(codes)
+    assert sr == 16000 and len(wav) == len(expected)
+    assert np.abs(wav - np.clip(expected, -1, 1)).max() < 2e-4
+
+
+def test_tts_and_asr_commands(speaking_checkpoint, tmp_path, capsys):
+    assert main(["tts", "--model", str(speaking_checkpoint), "--text", "good morning", "--max-steps", "20",
+                 "--out", str(tmp_path / "t.wav")]) == 0
+    assert (tmp_path / "t.wav").is_file()
+    save_audio(tmp_path / "in.wav", np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
+    assert main(["asr", "--model", str(speaking_checkpoint), "--max-steps", "10", str(tmp_path / "in.wav")]) == 0
+
+
+def test_chat_errors(speaking_checkpoint, tmp_path, capsys):
+    assert main(["chat", "--model", str(speaking_checkpoint), "--text", "hi", "--voice", "nobody",
+                 "--library", str(tmp_path / "v.sqlite")]) == 2
+    assert "no voice named 'nobody'" in capsys.readouterr().err
+    assert main(["chat", "--model", str(tmp_path / "missing"), "--text", "hi"]) == 2
+    assert "checkpoint folder not found" in capsys.readouterr().err
