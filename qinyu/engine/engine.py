@@ -74,6 +74,10 @@ class Engine:
         allowed = torch.ones(vocab, dtype=torch.bool)
         allowed[first:self.layout.audio_end] = False
         allowed[self.layout.num_tokens:] = False
+        # placeholders filled from outside the LM (speech frames, voices) are never generated
+        for token in (self.layout.context_of_audio, self.layout.audio_tag, self.layout.speaker,
+                      self.layout.user_speaker):
+            allowed[token] = False
         self.text_mask = torch.where(allowed, 0.0, float("-inf"))
         self.cache = None
         self.rows: list[_Row] = []
@@ -213,12 +217,21 @@ class Engine:
         """Choose the next token for a row from its last logits (the reference's rule)."""
         s, p, layout = row.state, row.state.params, self.layout
         text_logits = logits.float() + self.text_mask
+        if p.enforce_schedule:
+            phase = s.schedule_phase(p.enforce_schedule)
+            if phase != "free":
+                cb0 = torch.zeros_like(text_logits, dtype=torch.bool)
+                cb0[layout.audio_base:layout.audio_base + CODEBOOK_SIZE] = True
+                text_logits = text_logits.masked_fill(cb0 if phase == "text" else ~cb0, float("-inf"))
         token = pick(text_logits, p, s.generator)
         if layout.is_codebook0(token) and s.steps and p.repetition_penalty != 1.0 and s.recent_cb0:
             token = pick(penalise(text_logits, list(s.recent_cb0), p.repetition_penalty), p, s.generator)
         if not layout.is_codebook0(token):
             row.pending_ids, row.pending_step = token, None
+            s.chunk_text += 1
+            s.text_over = s.text_over or token == layout.end_of_conv
             return
+        s.chunk_audio += 1
         step = np.empty(NUM_CODEBOOKS, dtype=np.int64)
         step[0] = token - layout.audio_base
         for q in range(1, NUM_CODEBOOKS):

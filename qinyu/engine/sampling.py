@@ -22,6 +22,9 @@ class SamplingParams:
     repetition_window: int = 5  # codebook-0 ids of the last N audio steps
     max_steps: int = 1024  # text and audio steps share the budget, as in the reference
     seed: int = 0
+    # None: free-running like the reference (the model keeps the 1/8/4/8 rhythm by itself);
+    # a schedule such as [[1, 8], [4, 8]]: the rhythm is enforced by masking
+    enforce_schedule: list | None = None
 
     def __post_init__(self):
         if self.temperature < 0:

@@ -32,6 +32,23 @@ class DecodeState:
     finished: str | None = None  # "stop" (<|im_end|>), "length", "cancelled"
     num_steps: int = 0
     recent_cb0: deque = field(default_factory=lambda: deque(maxlen=5))
+    # enforced schedule: which chunk we are in and how much of it is used
+    chunk: int = 0
+    chunk_text: int = 0
+    chunk_audio: int = 0
+    text_over: bool = False  # <|end_of_conv|> was produced
+
+    def schedule_phase(self, schedule) -> str:
+        """'text' or 'audio': what the enforced schedule wants next ('free' once a stream is over)."""
+        if self.text_over or self.audio_over:
+            return "free"
+        text_n, audio_n = schedule[min(self.chunk, len(schedule) - 1)]
+        if self.chunk_text < text_n:
+            return "text"
+        if self.chunk_audio < audio_n:
+            return "audio"
+        self.chunk, self.chunk_text, self.chunk_audio = self.chunk + 1, 0, 0
+        return self.schedule_phase(schedule)
 
     def add_audio_step(self, step: np.ndarray) -> None:
         self.steps.append(step)

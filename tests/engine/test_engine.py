@@ -133,3 +133,56 @@ def test_session_streams_and_drops_assistant_speech(tiny):
     assert ids.count(model.layout.user_speaker) == 1 and ids.count(model.layout.speaker) == 1
     assert not any(model.layout.is_audio(i) for i in ids)  # no assistant speech in the prompt
     assert len(req.audio_features) == 1 and req.speaker_embeddings.shape == (2, 192)
+
+
+def test_enforced_schedule_keeps_the_rhythm(tiny):
+    """A random model ignores the 1/8/4/8 rhythm; enforced by masking, it cannot."""
+    model, tok = tiny
+    req = Request(prompt(tok, model.layout, "hello"), params=SamplingParams(max_steps=40,
+                                                                            enforce_schedule=[[1, 8], [4, 8]]))
+    engine = Engine(model)
+    engine.add(req)
+    kinds = []
+    while engine.rows:
+        for out in engine.step():
+            if out.text_id is not None and out.text_id == model.layout.end_of_conv:
+                kinds.append("E")
+            elif out.text_id is not None:
+                kinds.append("T")
+            elif out.audio_step is not None:
+                kinds.append("A" if out.audio_step[0] < 1024 else "P")
+    rhythm = "".join(kinds)
+    # the seeded tiny checkpoint neither ends its text nor its audio within 40 steps
+    assert rhythm == "T" + "A" * 8 + ("TTTT" + "A" * 8) * 2 + "TTTTAAA", rhythm
+
+
+def test_frames_are_released_as_soon_as_complete_and_pads_never_pass():
+    from qinyu.engine.stream import DecodeState
+    from qinyu.layout import apply_delay
+
+    codes = np.arange(8 * 5).reshape(8, 5) % 1024
+    steps = apply_delay(codes)
+    state = DecodeState(SamplingParams(), torch.Generator())
+    got = []
+    for i, step in enumerate(steps):
+        state.add_audio_step(step.copy())
+        frames = state.finished_frames()
+        if i < 7:
+            assert frames.shape[1] == 0  # frame 0 needs step 7 (its codebook 7)
+        got.append(frames)
+    assert np.array_equal(np.concatenate(got, axis=1), codes)
+    # a pad where a code belongs is replaced by 0 and counted
+    bad = DecodeState(SamplingParams(), torch.Generator())
+    broken = steps.copy()
+    broken[3, 2] = 1030
+    for step in broken:
+        bad.add_audio_step(step)
+    out = bad.finished_frames()
+    assert out[2, 1] == 0 and bad.invalid_codes == 1 and out.max() < 1024
+    # a reply that stops before the delay is flushed releases its started frames on the final call
+    early = DecodeState(SamplingParams(), torch.Generator())
+    for step in steps[:9]:
+        early.add_audio_step(step)
+    assert early.finished_frames().shape[1] == 2
+    tail = early.finished_frames(final=True)
+    assert tail.shape[1] == 3 and early.invalid_codes > 1
