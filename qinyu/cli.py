@@ -352,7 +352,7 @@ def cmd_tts(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, steps=args.steps)
+    run_demo(args.out)
     return 0
 
 
@@ -482,7 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
-    p.add_argument("--steps", type=int, default=400, help="maximum training steps")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -47,7 +47,7 @@ def write_toy_corpus(out, num_samples: int = 48, seed: int = 0) -> Path:
         voice = rng.choice(USER_VOICES)
         user = say(f"q{i:03d}", q, voice, rng.randint(35, 65))
         reply = say(f"a{i % len(QA):03d}", a, ASSISTANT_VOICE, 50)
-        task = ("chat", "asr", "tts")[i % 3]
+        task = ("chat", "asr", "tts", "chat")[(i // len(QA)) % 4]  # every pair appears in every task
         if task == "chat":
             messages = [{"role": "user", "content": "<|audio|>"}, {"role": "assistant", "content": a + "<|audio|>"}]
             audios = [user, reply]

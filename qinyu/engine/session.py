@@ -46,7 +46,7 @@ class Done:
 
 @dataclass
 class Persona:
-    system: str | None = None  # a full system prompt; None: the reference's template
+    system: str | None = None  # a full system prompt; None: the reference's template; "": no system message
     role_description: str | None = None
     voice: np.ndarray | None = None  # 192-d assistant voice (None: zeros)
 
@@ -106,7 +106,7 @@ class Session:
         layout = self.model.layout
         turns = (self.history[-2 * self.max_history:] if with_history else []) + [turn]
         messages, audios, features, users = [], [], [], []
-        if with_persona and self.model.config.use_speaker_embedding:
+        if with_persona and self.model.config.use_speaker_embedding and self.persona.system != "":
             sys_text = self.persona.system or system_prompt(self.persona.role_description or None)
             messages.append({"role": "system", "content": sys_text})
         encoder = self.model.audio_encoder
