@@ -279,7 +279,9 @@ def _session(args):
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_steps=args.max_steps,
                             seed=args.seed)
     return load_session(args.model, voice=getattr(args, "voice", None), role=getattr(args, "role", None),
-                        library=getattr(args, "library", None), timbre=getattr(args, "timbre", None), params=params)
+                        library=getattr(args, "library", None), timbre=getattr(args, "timbre", None), params=params,
+                        voice_clip=getattr(args, "voice_clip", None),
+                        speaker_encoder=getattr(args, "speaker_encoder", None))
 
 
 def _play(session, events, out_path=None, show=True):
@@ -467,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice", help="assistant voice: a voice-library name or id")
     p.add_argument("--role", help="role description (the persona; with --timbre also the voice)")
     p.add_argument("--timbre", help="text-to-timbre folder, to make the voice from --role")
+    p.add_argument("--voice-clip", help="assistant voice from a reference recording (needs --speaker-encoder)")
+    p.add_argument("--speaker-encoder", help="speaker encoder folder or campplus_cn_common.bin (user voices and "
+                   "--voice-clip)")
     p.add_argument("--library", help="voice library file")
     p.add_argument("--out", help="write the spoken reply here (.wav)")
     p.set_defaults(func=cmd_chat)

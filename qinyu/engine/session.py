@@ -194,10 +194,12 @@ def _collect(events) -> Done:
 
 
 def load_session(model_dir, voice: str | None = None, role: str | None = None, library=None, timbre=None,
-                 params: SamplingParams | None = None, first_chunk: int | None = None) -> Session:
+                 params: SamplingParams | None = None, first_chunk: int | None = None, voice_clip=None,
+                 speaker_encoder=None) -> Session:
     """A session for a checkpoint folder: its tokenizer, the codec its config names (if
-    any), the assistant voice from a library voice (name or id) or a role description
-    (text-to-timbre)."""
+    any), the assistant voice from a library voice (name or id), a reference clip
+    (through ``speaker_encoder``: a folder or the official CAM++ .bin) or a role
+    description (text-to-timbre)."""
     from ..codec import CodecError, codec_for_checkpoint
     from ..layout import load_tokenizer
     from ..model import QinYuForConditionalGeneration
@@ -209,7 +211,19 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
     except CodecError:
         codec = None
     persona = Persona(role_description=role)
-    if voice:
+    encoder = None
+    if speaker_encoder:
+        from ..voice.campplus import SpeakerEncoder
+
+        path = Path(speaker_encoder)
+        encoder = SpeakerEncoder.from_official(path) if path.suffix == ".bin" else SpeakerEncoder.load(path)
+    if voice_clip:
+        from ..audio.io import load_audio
+
+        if encoder is None:
+            raise EngineError("a reference clip needs a speaker encoder (--speaker-encoder)")
+        persona.voice = encoder.embed(*load_audio(voice_clip))
+    elif voice:
         from ..voice.library import VoiceLibrary
 
         persona.voice = VoiceLibrary(library).get(voice).vector
@@ -217,4 +231,5 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
         from ..voice.timbre import TextToTimbre
 
         persona.voice = TextToTimbre.load(timbre).generate(role)
-    return Session(model, tokenizer, codec, persona=persona, params=params, first_chunk=first_chunk)
+    return Session(model, tokenizer, codec, speaker_encoder=encoder, persona=persona, params=params,
+                   first_chunk=first_chunk)

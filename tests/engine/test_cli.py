@@ -63,3 +63,29 @@ def test_chat_errors(speaking_checkpoint, tmp_path, capsys):
     assert "no voice named 'nobody'" in capsys.readouterr().err
     assert main(["chat", "--model", str(tmp_path / "missing"), "--text", "hi"]) == 2
     assert "checkpoint folder not found" in capsys.readouterr().err
+
+
+def test_chat_with_a_voice_from_a_reference_clip(speaking_checkpoint, tmp_path):
+    import torch
+
+    from qinyu.audio.espeak import espeak
+    from qinyu.voice.campplus import CAMPPlus, SpeakerEncoder
+
+    torch.manual_seed(0)
+    SpeakerEncoder(CAMPPlus(growth_rate=8, bn_size=2, init_channels=32, block_layers=(1, 1, 1))).save(tmp_path / "enc")
+    save_audio(tmp_path / "ref.wav", *espeak("this is my voice", voice="en-us+f3"))
+    session = load_session(speaking_checkpoint, voice_clip=tmp_path / "ref.wav", speaker_encoder=tmp_path / "enc",
+                           params=SamplingParams(max_steps=8))
+    assert session.persona.voice.shape == (192,) and np.abs(session.persona.voice).sum() > 0
+    assert main(["chat", "--model", str(speaking_checkpoint), "--text", "hi", "--max-steps", "8",
+                 "--voice-clip", str(tmp_path / "ref.wav"), "--speaker-encoder", str(tmp_path / "enc")]) == 0
+
+
+def test_interactive_chat_keeps_history(speaking_checkpoint):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "qinyu", "chat", "--model", str(speaking_checkpoint), "--max-steps", "6"],
+                       input="hello\nand again\n\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert r.stdout.count("> ") >= 3  # two turns answered, then the empty line quits
