@@ -86,6 +86,8 @@ def render_prepared(sample: dict, tokenizer, layout: TokenLayout, output_frames,
         messages = with_voice_prompt(messages)
     seq = render(messages, tokenizer, layout, audios, schedule=schedule)
     speakers, users = [], iter(user_vectors)
+    if not use_speaker_embedding:  # placeholders keep their plain token embeddings
+        return Item(seq, features, [], sample.get("_where", ""))
     for p in seq.speaker_positions:
         if seq.input_ids[p] == layout.speaker:
             speakers.append(voice.astype(np.float32) if voice is not None else np.zeros(SPEAKER_DIM, np.float32))
@@ -134,8 +136,11 @@ class PackedData:
             self.files.append((keep, float(weight)))
         self.max_length, self.seed, self.window = max_length, seed, window
         self._epochs: dict[int, list[list[Item]]] = {}
-        if not any(items and w > 0 for items, w in self.files):
-            raise ValueError(f"no training sample fits max_length {max_length} (dropped {self.dropped})")
+        self._pack_counts: dict[int, int] = {}  # packs per epoch, so a step finds its epoch without repacking
+        per_epoch = sum(len(items) * int(w) + round((w - int(w)) * len(items)) for items, w in self.files)
+        if per_epoch == 0:
+            raise ValueError(f"no training sample is selected: {self.dropped} sample(s) longer than max_length "
+                             f"{max_length} were dropped, and the mixing weights select none of the rest")
 
     def epoch(self, e: int) -> list[list[Item]]:
         if e not in self._epochs:
@@ -148,19 +153,24 @@ class PackedData:
             packs = first_fit([len(it) for it in chosen], self.max_length, self.window)
             rng.shuffle(packs)
             self._epochs = {e: [[chosen[i] for i in p] for p in packs]}  # keep one epoch in memory
+            self._pack_counts[e] = len(packs)
         return self._epochs[e]
+
+    def pack_count(self, e: int) -> int:
+        if e not in self._pack_counts:
+            self.epoch(e)
+        return self._pack_counts[e]
 
     def packs_for_step(self, step: int, batch_size: int) -> list[list[Item]]:
         out, index = [], step * batch_size
         e = 0
         while len(out) < batch_size:
-            packs = self.epoch(e)
-            if index < len(packs):
-                take = packs[index:index + batch_size - len(out)]
-                out += take
+            count = self.pack_count(e)
+            if index < count:
+                out += self.epoch(e)[index:index + batch_size - len(out)]
                 index = 0
             else:
-                index -= len(packs)
+                index -= count
             e += 1
         return out
 

@@ -16,6 +16,7 @@ Greedy decoding of a batch equals decoding each request alone (tested token for 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -97,10 +98,11 @@ class Engine:
         if len(request.input_ids) + request.params.max_steps > self.max_positions:
             raise EngineError(f"prompt of {len(request.input_ids)} tokens + {request.params.max_steps} steps exceeds "
                               f"the model's context of {self.max_positions} positions")
-        ids = torch.tensor([request.input_ids])
+        device = self.model.device
+        ids = torch.tensor([request.input_ids], device=device)
         spk = None if request.speaker_embeddings is None else torch.as_tensor(
-            np.asarray(request.speaker_embeddings, dtype=np.float32))
-        feats = [torch.from_numpy(np.asarray(f, dtype=np.float32)) for f in request.audio_features] or None
+            np.asarray(request.speaker_embeddings, dtype=np.float32), device=device)
+        feats = [torch.from_numpy(np.asarray(f, dtype=np.float32)).to(device) for f in request.audio_features] or None
         from transformers import DynamicCache
 
         cache = DynamicCache()
@@ -109,12 +111,18 @@ class Engine:
         rid = next(self._ids)
         gen = torch.Generator().manual_seed(request.params.seed)
         state = DecodeState(request.params, gen)
-        state.recent_cb0 = __import__("collections").deque(maxlen=request.params.repetition_window or None)
+        state.recent_cb0 = collections.deque(maxlen=request.params.repetition_window)
         row = _Row(rid, state, len(request.input_ids), -1)
         self._merge(out.cache, len(request.input_ids))
         self.rows.append(row)
-        self._choose(row, out.logits[0, -1])
+        self._choose(row, out.logits[0, -1].float().cpu())
         return rid
+
+    def state(self, rid: int) -> DecodeState:
+        for row in self.rows:
+            if row.rid == rid:
+                return row.state
+        raise EngineError(f"no active request {rid}")
 
     def cancel(self, rid: int) -> None:
         """Stop a request now and free its cache row."""
@@ -127,8 +135,9 @@ class Engine:
     def _merge(self, cache, length: int) -> None:
         from transformers import DynamicCache
 
+        device = self.model.device
         if self.cache is None:
-            self.cache, self.attention = cache, torch.ones(1, length, dtype=torch.long)
+            self.cache, self.attention = cache, torch.ones(1, length, dtype=torch.long, device=device)
             return
         have = self.attention.shape[1]
         width = max(have, length)
@@ -138,7 +147,7 @@ class Engine:
             v = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)])
             merged.update(k, v, i)
         mask_old = torch.nn.functional.pad(self.attention, (width - have, 0))
-        mask_new = torch.nn.functional.pad(torch.ones(1, length, dtype=torch.long), (width - length, 0))
+        mask_new = torch.nn.functional.pad(torch.ones(1, length, dtype=torch.long, device=device), (width - length, 0))
         self.cache, self.attention = merged, torch.cat([mask_old, mask_new])
 
     def _drop(self, indices: list[int]) -> None:
@@ -149,7 +158,7 @@ class Engine:
             return
         from transformers import DynamicCache
 
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self.attention.device)
         attention = self.attention[index]
         cut = int((attention.sum(0) == 0).long().cumprod(0).sum())  # columns that are padding in every row
         cache = DynamicCache()
@@ -176,22 +185,23 @@ class Engine:
             self._drop(done)
         if not self.rows:
             return outputs
-        b = len(self.rows)
-        ids = torch.tensor([[row.pending_ids] for row in self.rows])
+        b, device = len(self.rows), self.model.device
+        ids = torch.tensor([[row.pending_ids] for row in self.rows], device=device)
         steps = torch.full((b, 1, NUM_CODEBOOKS), -1, dtype=torch.long)
         for i, row in enumerate(self.rows):
             if row.pending_step is not None:
                 steps[i, 0] = torch.from_numpy(row.pending_step)
-        positions = torch.tensor([[row.position] for row in self.rows])
-        self.attention = torch.cat([self.attention, torch.ones(b, 1, dtype=torch.long)], dim=1)
+        positions = torch.tensor([[row.position] for row in self.rows], device=device)
+        attention = torch.cat([self.attention, torch.ones(b, 1, dtype=torch.long, device=device)], dim=1)
         started = time.perf_counter()
-        out = self.model(input_ids=ids, audio_steps=steps, position_ids=positions, attention_mask=self.attention,
+        out = self.model(input_ids=ids, audio_steps=steps.to(device), position_ids=positions, attention_mask=attention,
                          cache=self.cache, use_cache=True, logits_to_keep=1)
         self.forward_seconds += time.perf_counter() - started
-        self.cache = out.cache
+        self.cache, self.attention = out.cache, attention  # only once the forward succeeded
+        logits = out.logits[:, -1].float().cpu()  # choices are made on the CPU, with per-request generators
         for i, row in enumerate(self.rows):
             row.position += 1
-            self._choose(row, out.logits[i, -1])
+            self._choose(row, logits[i])
         return outputs
 
     def _emit(self, row: _Row) -> StepOutput:
@@ -224,7 +234,7 @@ class Engine:
                 cb0[layout.audio_base:layout.audio_base + CODEBOOK_SIZE] = True
                 text_logits = text_logits.masked_fill(cb0 if phase == "text" else ~cb0, float("-inf"))
         token = pick(text_logits, p, s.generator)
-        if layout.is_codebook0(token) and s.steps and p.repetition_penalty != 1.0 and s.recent_cb0:
+        if layout.is_codebook0(token) and s.steps and p.repetition_penalty != 1.0 and p.repetition_window and s.recent_cb0:
             token = pick(penalise(text_logits, list(s.recent_cb0), p.repetition_penalty), p, s.generator)
         if not layout.is_codebook0(token):
             row.pending_ids, row.pending_step = token, None

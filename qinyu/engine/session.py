@@ -22,6 +22,9 @@ from .sampling import SamplingParams
 
 SPEAKER_DIM = 192
 BOOKKEEPING = ("<|end_of_conv|>", "<|im_end|>", "<|begin_of_audio|>", "<|end_of_audio|>")
+# strings that would become control tokens if they came from a user
+RESERVED = ("<|im_start|>", "<|im_end|>", "<|audio|>", "<|user_speaker|>", "<|speaker|>", "<|context_of_audio|>",
+            "<|begin_of_audio|>", "<|end_of_audio|>", "<|end_of_conv|>", "<|endoftext|>")
 
 
 @dataclass
@@ -84,6 +87,11 @@ class Session:
         """A user turn from text, speech (wav, sample_rate), or both (text before speech)."""
         from ..audio.io import check_waveform, resample
 
+        if text:
+            found = [t for t in RESERVED if t in text]
+            if found:
+                raise EngineError(f"user text may not contain the special token(s) {found}")
+
         if audio is None:
             if not text or not text.strip():
                 raise EngineError("empty prompt: give text or audio")
@@ -104,7 +112,8 @@ class Session:
 
     def request(self, turn: Turn, with_history: bool = True, with_persona: bool = True) -> Request:
         layout = self.model.layout
-        turns = (self.history[-2 * self.max_history:] if with_history else []) + [turn]
+        keep = 2 * self.max_history if with_history else 0
+        turns = (self.history[len(self.history) - keep:] if keep else []) + [turn]
         messages, audios, features, users = [], [], [], []
         if with_persona and self.model.config.use_speaker_embedding and self.persona.system != "":
             sys_text = self.persona.system or system_prompt(self.persona.role_description or None)
@@ -120,6 +129,8 @@ class Session:
                 users.append(t.speaker)
         seq = render(messages, self.tokenizer, layout, audios, add_generation_prompt=True,
                      schedule=self.model.config.interleave_schedule)
+        if not self.model.config.use_speaker_embedding:  # placeholders keep their plain token embeddings
+            return Request(seq.input_ids, features, None, self.params)
         voice = self.persona.voice if self.persona.voice is not None else np.zeros(SPEAKER_DIM, np.float32)
         speakers, it = [], iter(users)
         for p in seq.speaker_positions:
@@ -127,21 +138,19 @@ class Session:
         return Request(seq.input_ids, features, np.stack(speakers) if speakers else None, self.params)
 
     # -- replies ---------------------------------------------------------------------
-    def respond(self, turn: Turn, engine: Engine | None = None, remember: bool = True,
-                **request_kw) -> Iterator[TextDelta | AudioChunk | Done]:
+    def respond(self, turn: Turn, remember: bool = True, **request_kw) -> Iterator[TextDelta | AudioChunk | Done]:
         """Stream the reply to ``turn``; on completion the turn and the reply's text join
-        the history (the assistant's speech does not)."""
-        engine = engine or Engine(self.model, max_batch=1)
-        rid = engine.add(self.request(turn, **request_kw))
+        the history (the assistant's speech does not). The session decodes on its own
+        engine; serving many sessions in one batch drives an ``Engine`` directly."""
+        engine = Engine(self.model, max_batch=1)
         stream = self.codec.stream_decoder(**({"first_chunk": self.first_chunk} if self.first_chunk else {})) \
             if self.codec is not None else None
+        rid = engine.add(self.request(turn, **request_kw))
+        state = engine.state(rid)
         text_ids, frames, shown = [], [], ""
-        done = None
         try:
-            while done is None:
+            while state.finished is None:
                 for out in engine.step():
-                    if out.request_id != rid:
-                        continue
                     if out.text_id is not None:
                         text_ids.append(out.text_id)
                         text = self.visible_text(text_ids)
@@ -154,10 +163,8 @@ class Session:
                             pcm = stream.push(out.frames)
                             if len(pcm):
                                 yield AudioChunk(pcm, self.codec.output_sample_rate)
-                    if out.finished:
-                        done = out.finished
         finally:
-            if done is None:
+            if state.finished is None:
                 engine.cancel(rid)
         if stream is not None:
             tail = stream.flush()
@@ -167,7 +174,7 @@ class Session:
         text = self.visible_text(text_ids)
         if remember:
             self.history += [turn, Turn("assistant", text)]
-        yield Done(text, codes, done, len(text_ids) + codes.shape[1], 0)
+        yield Done(text, codes, state.finished, state.num_steps, state.invalid_codes)
 
     def visible_text(self, ids: list[int]) -> str:
         text = self.tokenizer.decode([i for i in ids if not self.model.layout.is_audio(i)], skip_special_tokens=False)

@@ -63,8 +63,9 @@ class DecodeState:
         frames = []
         t = self.released
         while t < available:
-            if self.steps[t][0] >= NUM_CODES:  # codebook 0 pad: no frame here (delay flush)
-                break
+            if self.steps[t][0] >= NUM_CODES:  # codebook 0 pad: no frame starts here (delay flush)
+                t += 1
+                continue
             frame = np.array([self.steps[t + q][q] if t + q < len(self.steps) else -1 for q in range(NUM_CODEBOOKS)],
                              dtype=np.int64)
             bad = (frame < 0) | (frame >= NUM_CODES)

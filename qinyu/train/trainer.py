@@ -174,14 +174,27 @@ def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, recipe: R
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "recipe": recipe.to_dict()}, indent=2,
                                                        default=str))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    _replace_dir(tmp, target)
     pointer = out / (LATEST + ".tmp")
     pointer.write_text(target.name)
     pointer.replace(out / LATEST)
     if final:
-        _save_model(model, model_state, out / "final", tokenizer)
+        tmp_final = out / ".final.tmp"
+        shutil.rmtree(tmp_final, ignore_errors=True)
+        _save_model(model, model_state, tmp_final, tokenizer)
+        _replace_dir(tmp_final, out / "final")
     return target
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target``; an existing target is moved aside first and
+    removed only after the rename, so a kill never leaves no copy at all."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_model(model, state: dict, directory: Path, tokenizer) -> None:
@@ -233,12 +246,18 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
     if recipe.batch_size % (world * recipe.grad_accum):
         raise TrainError(f"batch_size {recipe.batch_size} must be a multiple of processes x grad_accum "
                          f"({world} x {recipe.grad_accum})")
+    if recipe.train_audio_embeddings and recipe.strategy == "fsdp" and world > 1:
+        raise TrainError("train_audio_embeddings masks gradient rows with a hook that FSDP's sharded parameters "
+                         "bypass; use strategy ddp for this stage")
     torch.manual_seed(recipe.seed)
     model, tokenizer = build_model(recipe)
     trainable = apply_freeze(model, recipe)
     data = load_data(recipe, model, tokenizer)
     start = 0
     checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None and (out / LATEST).is_file():
+        raise TrainError(f"{out / LATEST} points to {(out / LATEST).read_text().strip()!r}, which does not exist; "
+                         f"refusing to restart from step 0")
     if checkpoint is not None:
         state = QinYuForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).state_dict()
         model.load_state_dict(state)

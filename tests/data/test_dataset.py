@@ -64,6 +64,8 @@ def test_packed_loss_equals_per_sample_loss(setup):
             single.append(hybrid_loss_sums(lg, b["labels"], b["audio_labels"], layout.first_audio_token_id))
     assert packed.text_count == sum(s.text_count for s in single)
     assert abs(packed.text_sum.item() - sum(s.text_sum.item() for s in single)) < 1e-3
+    assert packed.audio_count == sum(s.audio_count for s in single) > 0
+    torch.testing.assert_close(packed.audio_sums, sum(s.audio_sums for s in single), atol=1e-3, rtol=1e-5)
 
 
 def test_first_fit_efficiency_on_mixed_lengths():
@@ -82,8 +84,15 @@ def test_packed_data_order_is_a_function_of_step(setup):
     for step in (0, 5, 17):
         assert [[it.source for it in p] for p in a.packs_for_step(step, 2)] == \
                [[it.source for it in p] for p in b.packs_for_step(step, 2)]
-    with pytest.raises(ValueError, match="no training sample fits max_length 10"):
+    with pytest.raises(ValueError, match="no training sample is selected"):
         PackedData([(items, 1.0)], max_length=10)
+    with pytest.raises(ValueError, match="no training sample is selected"):
+        PackedData([(items[:3], 0.1)], max_length=4096)  # a weight that rounds to no sample
+    # consecutive steps differ, and crossing an epoch boundary continues with the next epoch's packs
+    per_epoch = a.pack_count(0)
+    assert [it.source for p in a.packs_for_step(0, 1) for it in p] != [it.source for p in a.packs_for_step(1, 1) for it in p]
+    first_of_next_epoch = [it.source for it in a.packs_for_step(per_epoch, 1)[0]]
+    assert first_of_next_epoch == [it.source for it in a.epoch(1)[0]]
 
 
 def test_mixing_weights(setup):

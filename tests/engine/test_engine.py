@@ -53,6 +53,9 @@ def test_requests_join_and_leave_between_steps(tiny):
         alone = generate(model, [req])[0]
         got = [o.text_id for o in texts[rid] if o.text_id is not None]
         assert got == alone.text_ids
+        frames = [o.frames for o in texts[rid] if o.frames is not None and o.frames.shape[1]]
+        codes = np.concatenate(frames, axis=1) if frames else np.zeros((8, 0), dtype=np.int64)
+        assert np.array_equal(codes, alone.codes)
         steps = [o.audio_step for o in texts[rid] if o.audio_step is not None]
         assert len(steps) + len(got) == 12
 
@@ -186,3 +189,38 @@ def test_frames_are_released_as_soon_as_complete_and_pads_never_pass():
     assert early.finished_frames().shape[1] == 2
     tail = early.finished_frames(final=True)
     assert tail.shape[1] == 3 and early.invalid_codes > 1
+
+
+def test_a_row_leaving_early_does_not_disturb_the_others(tiny):
+    model, tok = tiny
+    reqs = [Request(prompt(tok, model.layout, t), params=SamplingParams(max_steps=n))
+            for t, n in (("short one", 5), ("a longer request that keeps going", 30), ("mid", 17))]
+    together = generate(model, reqs)
+    for req, got in zip(reqs, together):
+        alone = generate(model, [req])[0]
+        assert got.text_ids == alone.text_ids and np.array_equal(got.codes, alone.codes)
+
+
+def test_session_details(tiny):
+    model, tok = tiny
+    session = Session(model, tok, params=SamplingParams(max_steps=12), max_history=0)
+    for _ in range(2):
+        done = list(session.respond(session.user_turn(text="hello")))[-1]
+    assert done.steps == 12 and done.invalid_codes >= 0
+    ids = session.request(session.user_turn(text="again")).input_ids
+    assert ids.count(model.layout.im_start) == 3  # system, the new user turn, the generation prompt: no history
+    with pytest.raises(EngineError, match="special token"):
+        session.user_turn(text="what does <|user_speaker|> mean?")
+
+
+def test_model_without_speaker_embeddings_hears_speech(tmp_path):
+    from qinyu.layout import TokenLayout, byte_tokenizer
+    from qinyu.model import preset_config
+
+    tok = byte_tokenizer()
+    cfg = preset_config("tiny", TokenLayout.from_tokenizer(tok))
+    cfg.use_speaker_embedding = False
+    model = QinYuForConditionalGeneration(cfg).eval()
+    session = Session(model, tok, params=SamplingParams(max_steps=4))
+    turn = session.user_turn(audio=(np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 16000))
+    assert isinstance(list(session.respond(turn))[-1], Done)
