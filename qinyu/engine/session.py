@@ -217,7 +217,15 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
         codec = codec_for_checkpoint(model_dir)
     except CodecError:
         codec = None
+    from ..audio.fbank import SenseVoiceFrontEnd
+
+    def resolve(path):
+        path = Path(path)
+        return path if path.is_absolute() else Path(model_dir) / path
+
     persona = Persona(role_description=role)
+    front_end = SenseVoiceFrontEnd.from_mvn(resolve(model.config.cmvn)) if model.config.cmvn else SenseVoiceFrontEnd()
+    speaker_encoder = speaker_encoder or (resolve(model.config.speaker_encoder) if model.config.speaker_encoder else None)
     encoder = None
     if speaker_encoder:
         from ..voice.campplus import SpeakerEncoder
@@ -238,5 +246,5 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
         from ..voice.timbre import TextToTimbre
 
         persona.voice = TextToTimbre.load(timbre).generate(role)
-    return Session(model, tokenizer, codec, speaker_encoder=encoder, persona=persona, params=params,
-                   first_chunk=first_chunk)
+    return Session(model, tokenizer, codec, front_end=front_end, speaker_encoder=encoder, persona=persona,
+                   params=params, first_chunk=first_chunk)

@@ -41,6 +41,10 @@ class QinYuConfig:
     interleave_schedule: list = field(default_factory=lambda: [list(p) for p in DEFAULT_SCHEDULE])
     # the speech codec: {"type": "nano" | "xy_tokenizer", "path": folder, relative to the checkpoint or absolute}
     codec: dict | None = None
+    # user-speech front end CMVN (SenseVoice's am.mvn) and the speaker encoder that gives user voices
+    # (a folder or campplus_cn_common.bin); paths relative to the checkpoint or absolute; None = not used
+    cmvn: str | None = None
+    speaker_encoder: str | None = None
     attn_implementation: str = "sdpa"
     trained: bool = False
     description: str = ""

@@ -89,3 +89,24 @@ def test_interactive_chat_keeps_history(speaking_checkpoint):
                        input="hello\nand again\n\n", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
     assert r.stdout.count("> ") >= 3  # two turns answered, then the empty line quits
+
+
+def test_checkpoint_names_its_cmvn_and_speaker_encoder(speaking_checkpoint, tmp_path, parity_dir):
+    import shutil
+
+    import torch
+
+    from qinyu.voice.campplus import CAMPPlus, SpeakerEncoder
+
+    ck = tmp_path / "ck"
+    shutil.copytree(speaking_checkpoint, ck)
+    shutil.copy(parity_dir / "sensevoice" / "am.mvn", ck / "am.mvn")
+    torch.manual_seed(0)
+    SpeakerEncoder(CAMPPlus(growth_rate=8, bn_size=2, init_channels=32, block_layers=(1, 1, 1))).save(ck / "spk")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg.update(cmvn="am.mvn", speaker_encoder="spk")
+    (ck / "config.json").write_text(json.dumps(cfg))
+    session = load_session(ck, params=SamplingParams(max_steps=4))
+    assert session.front_end.cmvn is not None and session.speaker_encoder is not None
+    turn = session.user_turn(audio=(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000))
+    assert np.abs(turn.speaker).sum() > 0  # a real user voice, not the zero vector
