@@ -105,7 +105,8 @@ def cmd_convert(args) -> int:
     from .model.checkpoint import convert_official
 
     dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
-    out = convert_official(args.official, args.out, dtype=dtype)
+    out = convert_official(args.official, args.out, dtype=dtype, sensevoice=args.sensevoice, campplus=args.campplus,
+                           xy=args.xy)
     print(f"wrote qinyu checkpoint {out}")
     return 0
 
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep",
                    help="store weights in this dtype (default: as in the official folder)")
+    p.add_argument("--sensevoice", metavar="DIR", help="SenseVoiceSmall folder: bring its am.mvn (speech CMVN)")
+    p.add_argument("--campplus", metavar="FILE", help="campplus_cn_common.bin: the speaker encoder for user voices")
+    p.add_argument("--xy", metavar="DIR", help="folder with xy_tokenizer.ckpt + xy_tokenizer_config.yaml (the codec)")
     p.set_defaults(func=cmd_convert)
 
     codec = sub.add_parser("codec", help="speech codec: fit the nano codec, encode, decode")

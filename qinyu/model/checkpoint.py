@@ -10,6 +10,7 @@ at a time, so converting or loading never holds two copies of a model.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -200,8 +201,36 @@ def save_weights(directory: Path, shards: list[dict[str, torch.Tensor]] | Iterat
     tmp.replace(directory / WEIGHTS_INDEX_NAME)
 
 
-def convert_official(source, out, dtype: torch.dtype | None = None, progress: bool = True) -> Path:
-    """Write an official VITA-QinYu folder as a qinyu checkpoint, one shard at a time."""
+def _companion_files(sensevoice, campplus, xy) -> list[tuple[Path, str, str | None, object]]:
+    """(source file, path inside the checkpoint, config field, value) for each companion."""
+    files = []
+    if sensevoice:
+        mvn = Path(sensevoice) / "am.mvn"
+        if not mvn.is_file():
+            raise CheckpointError(f"SenseVoiceSmall folder {sensevoice} has no am.mvn")
+        files.append((mvn, "am.mvn", "cmvn", "am.mvn"))
+    if campplus:
+        if not Path(campplus).is_file():
+            raise CheckpointError(f"CAM++ weights not found: {campplus} (campplus_cn_common.bin)")
+        files.append((Path(campplus), "campplus_cn_common.bin", "speaker_encoder", "campplus_cn_common.bin"))
+    if xy:
+        for name in ("xy_tokenizer.ckpt", "xy_tokenizer_config.yaml"):
+            if not (Path(xy) / name).is_file():
+                raise CheckpointError(f"XY-Tokenizer folder {xy} has no {name}")
+        files.append((Path(xy) / "xy_tokenizer.ckpt", "codec/xy_tokenizer.ckpt", None, None))
+        files.append((Path(xy) / "xy_tokenizer_config.yaml", "codec/xy_tokenizer_config.yaml", "codec",
+                      {"type": "xy_tokenizer", "path": "codec"}))
+    return files
+
+
+def convert_official(source, out, dtype: torch.dtype | None = None, progress: bool = True, sensevoice=None,
+                     campplus=None, xy=None) -> Path:
+    """Write an official VITA-QinYu folder as a qinyu checkpoint, one shard at a time.
+
+    The companions that live in other bundles can be brought in at the same time, so the
+    checkpoint is complete: ``sensevoice`` (the SenseVoiceSmall folder: its ``am.mvn``),
+    ``campplus`` (``campplus_cn_common.bin``) and ``xy`` (a folder with
+    ``xy_tokenizer.ckpt`` and ``xy_tokenizer_config.yaml``)."""
     from tqdm import tqdm
 
     from .modeling import QinYuForConditionalGeneration
@@ -228,8 +257,14 @@ def convert_official(source, out, dtype: torch.dtype | None = None, progress: bo
             bar.update(1)
         bar.close()
 
+    companions = _companion_files(sensevoice, campplus, xy)  # checked before the long part
     save_weights(out, shards())
     check_complete(expected, seen, folder.directory)
+    for src, rel, field, value in companions:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / rel)
+        if field:
+            setattr(folder.config, field, value)
     folder.config.save(out / CONFIG_NAME)
     folder.tokenizer().save(str(out / TOKENIZER_NAME))
     return out

@@ -220,3 +220,30 @@ def test_tokenizer_without_audio_tokens_is_named(folders, tmp_path):
     Tokenizer(models.WordLevel(vocab={"a": 0, "<unk>": 1}, unk_token="<unk>")).save(str(dst / "tokenizer.json"))
     with pytest.raises(CheckpointError, match=r"tokenizer.json: token '<\|audio_0_0\|>' is missing"):
         QinYuForConditionalGeneration.from_pretrained(dst)
+
+
+def test_convert_brings_companions(parity_dir, folders, tmp_path):
+    """--sensevoice/--campplus/--xy make the converted checkpoint complete: its config
+    names the CMVN, the speaker encoder and the codec, and the codec loads from it."""
+    import yaml
+
+    from qinyu.cli import main
+    from qinyu.codec import XYTokenizer, codec_for_checkpoint
+
+    xy = tmp_path / "VITA-QinYu-Models"
+    xy.mkdir()
+    torch.save(load_file(str(parity_dir / "xy_tokenizer" / "weights.safetensors")), xy / "xy_tokenizer.ckpt")
+    tiny = json.loads((parity_dir / "xy_tokenizer" / "config.json").read_text())["tiny_config"]
+    (xy / "xy_tokenizer_config.yaml").write_text(yaml.safe_dump({"generator_params": tiny}))
+    (tmp_path / "campplus_cn_common.bin").write_bytes(b"weights")
+    out = tmp_path / "q"
+    assert main(["convert", "--official", str(folders["qwen3"]), "--out", str(out),
+                 "--sensevoice", str(parity_dir / "sensevoice"), "--campplus", str(tmp_path / "campplus_cn_common.bin"),
+                 "--xy", str(xy)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["cmvn"], cfg["speaker_encoder"]) == ("am.mvn", "campplus_cn_common.bin")
+    assert cfg["codec"] == {"type": "xy_tokenizer", "path": "codec"}
+    assert (out / "am.mvn").read_bytes() == (parity_dir / "sensevoice" / "am.mvn").read_bytes()
+    assert isinstance(codec_for_checkpoint(out), XYTokenizer)
+    assert main(["convert", "--official", str(folders["qwen3"]), "--out", str(tmp_path / "q2"),
+                 "--xy", str(tmp_path)]) == 2  # no xy_tokenizer.ckpt there
