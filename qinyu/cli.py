@@ -352,6 +352,21 @@ def cmd_tts(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .server.app import create_app
+
+    timbre = None
+    if args.timbre:
+        from .voice.timbre import TextToTimbre
+
+        timbre = TextToTimbre.load(args.timbre)
+    app = create_app(args.model, library=args.library, timbre=timbre, max_steps=args.max_steps)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -488,6 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, help="output .wav")
     p.set_defaults(func=cmd_tts)
+
+    p = sub.add_parser("serve", help="HTTP server: /health, /v1/audio/speech, /v1/audio/transcriptions, /v1/voices")
+    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--library", help="voice library file")
+    p.add_argument("--timbre", help="text-to-timbre folder (voices from descriptions)")
+    p.add_argument("--max-steps", type=int, default=1024)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
