@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -428,13 +427,6 @@ class XYTokenizerModel(nn.Module):
             stages["vocos_backbone"] = h
         return h
 
-
-@dataclass
-class XYTokenizerInfo:
-    input_sample_rate: int
-    output_sample_rate: int
-    encoder_downsample_rate: int
-    decoder_upsample_rate: int
 
 
 def official_params(variant: str = "32k") -> dict:

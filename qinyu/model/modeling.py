@@ -300,17 +300,6 @@ class QinYuForConditionalGeneration(nn.Module):
             self.lm_head.weight = self.model.get_input_embeddings().weight
         self._materialize_buffers()
 
-    def load_checkpoint_state(self, state: dict, source="state dict") -> None:
-        """Load an in-memory state dict (qinyu key names) with the same checks."""
-        expected = {k: v.shape for k, v in self.state_dict().items()}
-        if self.tied:
-            expected.pop("lm_head.weight")
-            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        seen: set[str] = set()
-        check_tensors(expected, state, Path(str(source)), seen)
-        check_complete(expected, seen, Path(str(source)))
-        self.load_state_dict(state, strict=False)
-
     def _materialize_buffers(self) -> None:
         """Non-persistent buffers (the rotary frequencies) are not in checkpoints; after
         a meta-device build they are recomputed from the backbone config."""

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -307,7 +308,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
             inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()
                       if k not in ("labels", "audio_labels", "num_tokens")}
             sync = i == len(batches) - 1 or world == 1 or recipe.strategy != "ddp"
-            ctx = engine.no_sync() if not sync else _null()
+            ctx = engine.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.dtype == "bf16"):
                 logits = engine(**inputs).logits
             sums = hybrid_loss_sums(logits.float(), b["labels"].to(device), b["audio_labels"].to(device),
@@ -344,14 +345,6 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
     if dist.is_initialized():
         dist.barrier()
     return last
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _truncate_metrics(path: Path, start: int) -> None:
