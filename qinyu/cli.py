@@ -356,14 +356,17 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .server.app import create_app
+    from .server.config import ServerConfig
 
-    timbre = None
-    if args.timbre:
-        from .voice.timbre import TextToTimbre
-
-        timbre = TextToTimbre.load(args.timbre)
-    app = create_app(args.model, library=args.library, timbre=timbre, max_steps=args.max_steps)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("library", args.library),
+                                   ("timbre", args.timbre), ("max_steps", args.max_steps)) if v is not None}
+    config = ServerConfig.load(args.config, **overrides) if args.config else ServerConfig.from_dict(overrides)
+    app = create_app(args.model, config=config)
+    print(f"qinyu serving {args.model} at http://{config.host}:{config.port}/  (realtime: "
+          f"ws://{config.host}:{config.port}/v1/realtime)", flush=True)
+    # the socket may carry a bit more than max_event_bytes so an oversized event gets an error event, not a drop
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
+                ws_max_size=4 * config.max_event_bytes + (1 << 20))
     return 0
 
 
@@ -504,13 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .wav")
     p.set_defaults(func=cmd_tts)
 
-    p = sub.add_parser("serve", help="HTTP server: /health, /v1/audio/speech, /v1/audio/transcriptions, /v1/voices")
+    p = sub.add_parser("serve", help="the voice server: web page at /, realtime WebSocket /v1/realtime, REST "
+                       "/health, /v1/audio/speech, /v1/audio/transcriptions, /v1/voices")
     p.add_argument("--model", required=True, help="checkpoint folder")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--config", help="server config (YAML or JSON; see docs/protocol.md and qinyu/server/config.py)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--library", help="voice library file")
     p.add_argument("--timbre", help="text-to-timbre folder (voices from descriptions)")
-    p.add_argument("--max-steps", type=int, default=1024)
+    p.add_argument("--max-steps", type=int, help="decode-step budget of one response (default 1024)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
@@ -535,9 +540,13 @@ def main(argv=None) -> int:
     from .voice.campplus import SpeakerEncoderError
     from .voice.library import VoiceError
     from .voice.timbre import TimbreError
+    from .duplex.asr import ASRError
+    from .duplex.turn import TurnDetectorError
+    from .server.config import ConfigError as ServerConfigError
 
     errors = (CheckpointError, ConfigError, CodecError, AudioError, VoiceError, TimbreError, SpeakerEncoderError,
-              DataError, RecipeError, TrainError, EngineError, FileNotFoundError)
+              DataError, RecipeError, TrainError, EngineError, FileNotFoundError, ServerConfigError, ASRError,
+              TurnDetectorError)
     try:
         return args.func(args)
     except errors as e:

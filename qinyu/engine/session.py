@@ -10,7 +10,7 @@ releases audio, and ``Done`` with the full text and codes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -18,33 +18,13 @@ import numpy as np
 
 from ..layout import ASR_PROMPT, TTS_PROMPT, UserSpeech, render, system_prompt
 from .engine import Engine, EngineError, Request
+from .reply import AudioChunk, Done, ReplyStream, TextDelta, visible_text
 from .sampling import SamplingParams
 
 SPEAKER_DIM = 192
-BOOKKEEPING = ("<|end_of_conv|>", "<|im_end|>", "<|begin_of_audio|>", "<|end_of_audio|>")
 # strings that would become control tokens if they came from a user
 RESERVED = ("<|im_start|>", "<|im_end|>", "<|audio|>", "<|user_speaker|>", "<|speaker|>", "<|context_of_audio|>",
             "<|begin_of_audio|>", "<|end_of_audio|>", "<|end_of_conv|>", "<|endoftext|>")
-
-
-@dataclass
-class TextDelta:
-    text: str
-
-
-@dataclass
-class AudioChunk:
-    pcm: np.ndarray  # float32 mono
-    sample_rate: int
-
-
-@dataclass
-class Done:
-    text: str
-    codes: np.ndarray  # (8, T)
-    finished: str  # stop | length | cancelled
-    steps: int
-    invalid_codes: int
 
 
 @dataclass
@@ -141,46 +121,28 @@ class Session:
     def respond(self, turn: Turn, remember: bool = True, **request_kw) -> Iterator[TextDelta | AudioChunk | Done]:
         """Stream the reply to ``turn``; on completion the turn and the reply's text join
         the history (the assistant's speech does not). The session decodes on its own
-        engine; serving many sessions in one batch drives an ``Engine`` directly."""
+        engine; the server instead submits ``request(turn)`` to its shared ``BatchRunner``."""
         engine = Engine(self.model, max_batch=1)
-        stream = self.codec.stream_decoder(**({"first_chunk": self.first_chunk} if self.first_chunk else {})) \
-            if self.codec is not None else None
+        reply = self.reply_stream()
         rid = engine.add(self.request(turn, **request_kw))
         state = engine.state(rid)
-        text_ids, frames, shown = [], [], ""
         try:
             while state.finished is None:
                 for out in engine.step():
-                    if out.text_id is not None:
-                        text_ids.append(out.text_id)
-                        text = self.visible_text(text_ids)
-                        if len(text) > len(shown) and not text.endswith("\ufffd"):
-                            yield TextDelta(text[len(shown):])
-                            shown = text
-                    if out.frames is not None and out.frames.shape[1]:
-                        frames.append(out.frames)
-                        if stream is not None:
-                            pcm = stream.push(out.frames)
-                            if len(pcm):
-                                yield AudioChunk(pcm, self.codec.output_sample_rate)
+                    yield from reply.feed(out)
         finally:
             if state.finished is None:
                 engine.cancel(rid)
-        if stream is not None:
-            tail = stream.flush()
-            if len(tail):
-                yield AudioChunk(tail, self.codec.output_sample_rate)
-        codes = np.concatenate(frames, axis=1) if frames else np.zeros((8, 0), dtype=np.int64)
-        text = self.visible_text(text_ids)
+        yield from reply.finish()
         if remember:
-            self.history += [turn, Turn("assistant", text)]
-        yield Done(text, codes, state.finished, state.num_steps, state.invalid_codes)
+            self.history += [turn, Turn("assistant", reply.text)]
+        yield reply.done(state.num_steps, state.invalid_codes)
+
+    def reply_stream(self) -> ReplyStream:
+        return ReplyStream(self.tokenizer, self.model.layout, self.codec, self.first_chunk)
 
     def visible_text(self, ids: list[int]) -> str:
-        text = self.tokenizer.decode([i for i in ids if not self.model.layout.is_audio(i)], skip_special_tokens=False)
-        for tag in BOOKKEEPING:
-            text = text.replace(tag, "")
-        return text
+        return visible_text(self.tokenizer, self.model.layout, ids)
 
     # -- tasks -----------------------------------------------------------------------
     def asr(self, wav: np.ndarray, sample_rate: int) -> str:

@@ -1,28 +1,37 @@
-"""The qinyu HTTP server (FastAPI): health, speech synthesis, transcription and the
-voice library over REST. One model is loaded once and shared; requests that generate
-take a lock for now (the realtime WebSocket, with batching across sessions, is next).
+"""The qinyu HTTP server (FastAPI). One model is loaded once; every request and every
+realtime session decodes through the backend's shared, batched engine.
 
-    GET    /health                    -> {"status": "ok", "model": ..., "sample_rate": ...}
+    GET    /                          the web page (microphone, playback, transcript)
+    WS     /v1/realtime               the realtime protocol (docs/protocol.md)
+    GET    /health                    -> {"status": "ok", "model", "sample_rate", "sessions", ...}
     POST   /v1/audio/speech           {"input": text, "voice": name?} -> audio/wav
     POST   /v1/audio/transcriptions   multipart "file" -> {"text": ...}
     GET    /v1/voices                 -> {"voices": [...]}
-    POST   /v1/voices                 {"name", "vector": [192 floats]} | {"name", "description"}
+    POST   /v1/voices                 {"name", "vector": [192 floats]} | {"name", "description"} | multipart clip
     DELETE /v1/voices/{name}
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import io
-import threading
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import Response
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
+from starlette.websockets import WebSocketDisconnect
 
-from ..engine import SamplingParams
-from ..engine.session import AudioChunk, Done, load_session
+from ..engine.engine import EngineError
+from .backend import Backend
+from .config import ServerConfig
+from .realtime import RealtimeSession
+
+STATIC = Path(__file__).parent / "static"
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
 
 class SpeechRequest(BaseModel):
@@ -34,7 +43,7 @@ class SpeechRequest(BaseModel):
 class VoiceCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     vector: list[float] | None = None
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=2000)
 
 
 def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
@@ -45,80 +54,221 @@ def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def create_app(model_dir, library=None, timbre=None, max_steps: int = 1024, max_upload_bytes: int = 25 << 20):
-    from ..voice.library import VoiceError, VoiceLibrary
+def read_upload_audio(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
 
-    session = load_session(model_dir, params=SamplingParams(max_steps=max_steps))
-    voices = VoiceLibrary(library)
-    lock = threading.Lock()
-    app = FastAPI(title="qinyu", version="0.1.0")
+    from ..audio.io import AudioError, check_waveform
+
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32")
+        return check_waveform(wav, sr, name), sr
+    except (RuntimeError, sf.LibsndfileError, AudioError, ValueError) as e:
+        raise HTTPException(400, f"cannot read audio {name!r}: {e}") from None
+
+
+def _key_matches(given: str | None, key: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), key.encode())
+
+
+def create_app(model_dir, library=None, timbre=None, max_steps: int | None = None, config: ServerConfig | None = None,
+               max_upload_bytes: int = 25 << 20) -> FastAPI:
+    config = config or ServerConfig()
+    if library is not None:
+        config.library = str(library)
+    if max_steps is not None:
+        config.max_steps = max_steps
+    backend = Backend(model_dir, config, timbre=timbre)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        backend.close()
+
+    app = FastAPI(title="qinyu", version="0.1.0", lifespan=lifespan)
+    app.state.backend = backend
+
+    def require_key(request: Request):
+        if config.api_key is None:
+            return
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("api_key")
+        if not _key_matches(given, config.api_key):
+            raise HTTPException(401, "missing or wrong API key (send 'Authorization: Bearer KEY')")
+
+    # -- the page and health ---------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": str(Path(model_dir)),
-                "trained": bool(session.model.config.trained),
-                "sample_rate": session.codec.output_sample_rate if session.codec else None}
+        decoding, waiting = backend.runner.load
+        return {"status": "ok", "model": str(Path(model_dir)), "trained": bool(backend.model.config.trained),
+                "sample_rate": backend.output_sample_rate, "sessions": backend.sessions,
+                "max_sessions": config.max_sessions, "decoding": decoding, "waiting": waiting,
+                "api_key_required": config.api_key is not None}
 
-    @app.post("/v1/audio/speech")
-    def speech(req: SpeechRequest):
+    # -- REST --------------------------------------------------------------------------------
+    @app.post("/v1/audio/speech", dependencies=[Depends(require_key)])
+    async def speech(req: SpeechRequest):
+        from ..voice.library import VoiceError
+
         if req.response_format != "wav":
             raise HTTPException(400, f"response_format {req.response_format!r} is not supported (use 'wav')")
-        if session.codec is None:
+        if backend.codec is None:
             raise HTTPException(503, "this checkpoint names no codec: it cannot speak")
         try:
-            voice = voices.get(req.voice).vector if req.voice else None
+            voice = backend.voices.get(req.voice).vector if req.voice else None
         except VoiceError as e:
             raise HTTPException(404, str(e)) from None
-        with lock:
-            session.persona.voice = voice
-            pcm = [e.pcm for e in session.tts(req.input) if isinstance(e, AudioChunk)]
-        audio = np.concatenate(pcm) if pcm else np.zeros(0, np.float32)
-        return Response(wav_bytes(audio, session.codec.output_sample_rate), media_type="audio/wav")
+        try:
+            audio = await backend.speak(req.input, voice)
+        except EngineError as e:
+            raise HTTPException(400, str(e)) from None
+        return Response(wav_bytes(audio, backend.output_sample_rate), media_type="audio/wav")
 
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(file: UploadFile = File(...)):
-        from ..audio.io import AudioError, check_waveform
-        import soundfile as sf
+    @app.post("/v1/audio/transcriptions", dependencies=[Depends(require_key)])
+    async def transcriptions(file: UploadFile = File(...), model: str = Form("slm")):
+        from ..audio.io import resample
 
+        if model not in ("slm", "whisper"):
+            raise HTTPException(400, f"model {model!r} is not available (use 'slm' or 'whisper')")
+        if model == "whisper" and backend.whisper is None:
+            raise HTTPException(400, "this server has no Whisper model configured")
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"audio file larger than {max_upload_bytes} bytes")
+        wav, sr = read_upload_audio(data, file.filename or "upload")
         try:
-            wav, sr = sf.read(io.BytesIO(data), dtype="float32")
-            wav = check_waveform(wav, sr, file.filename or "upload")
-        except (RuntimeError, sf.LibsndfileError, AudioError) as e:
-            raise HTTPException(400, f"cannot read audio {file.filename!r}: {e}") from None
-        with lock:
-            try:
-                text = session.asr(wav, sr)
-            except ValueError as e:
-                raise HTTPException(400, str(e)) from None
+            text = await backend.transcribe(resample(wav, sr, 16000), use_whisper=model == "whisper")
+        except (EngineError, ValueError) as e:
+            raise HTTPException(400, str(e)) from None
         return {"text": text}
 
-    @app.get("/v1/voices")
+    @app.get("/v1/voices", dependencies=[Depends(require_key)])
     def list_voices():
-        return {"voices": [v.summary() for v in voices.list()]}
+        return {"voices": [v.summary() for v in backend.voices.list()]}
 
-    @app.post("/v1/voices", status_code=201)
-    def create_voice(req: VoiceCreate):
+    @app.post("/v1/voices", status_code=201, dependencies=[Depends(require_key)])
+    async def create_voice(request: Request):
+        """JSON {"name", "vector"} or {"name", "description"}, or multipart name + file (a clip)."""
+        from ..voice.library import VoiceError
+
         try:
-            if req.vector is not None:
-                voice = voices.add(req.name, np.asarray(req.vector, dtype=np.float32), "vector", "api")
-            elif req.description:
-                if timbre is None:
-                    raise HTTPException(400, "the server has no text-to-timbre model (start it with --timbre)")
-                voice = voices.create_from_description(req.name, req.description, timbre)
+            if request.headers.get("content-type", "").startswith("multipart/"):
+                form = await request.form()
+                name, clip = form.get("name"), form.get("file")
+                if not isinstance(name, str) or not name or clip is None or isinstance(clip, str):
+                    raise HTTPException(400, "multipart voice creation needs 'name' and a 'file' (audio clip)")
+                if backend.speaker_encoder is None:
+                    raise HTTPException(400, "this checkpoint names no speaker encoder: voices from clips need one")
+                wav, sr = read_upload_audio(await clip.read(max_upload_bytes), clip.filename or "clip")
+                vector = await asyncio.to_thread(backend.speaker_encoder.embed, wav, sr)
+                voice = backend.voices.add(name, vector, "clip", clip.filename or "upload")
             else:
-                raise HTTPException(400, "give a 'vector' (192 floats) or a 'description'")
+                try:
+                    req = VoiceCreate.model_validate(await request.json())
+                except ValueError as e:
+                    raise HTTPException(422, f"bad voice request: {e}") from None
+                if req.vector is not None:
+                    voice = backend.voices.add(req.name, np.asarray(req.vector, dtype=np.float32), "vector", "api")
+                elif req.description:
+                    if backend.timbre is None:
+                        raise HTTPException(400, "the server has no text-to-timbre model (server config 'timbre')")
+                    voice = backend.voices.create_from_description(req.name, req.description, backend.timbre)
+                else:
+                    raise HTTPException(400, "give a 'vector' (192 floats), a 'description', or a clip (multipart)")
         except VoiceError as e:
             raise HTTPException(400, str(e)) from None
         return voice.summary()
 
-    @app.delete("/v1/voices/{name}")
+    @app.delete("/v1/voices/{name}", dependencies=[Depends(require_key)])
     def delete_voice(name: str):
+        from ..voice.library import VoiceError
+
         try:
-            return voices.delete(name).summary()
+            return backend.voices.delete(name).summary()
         except VoiceError as e:
             raise HTTPException(404, str(e)) from None
+
+    # -- realtime ----------------------------------------------------------------------------
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket):
+        origin = ws.headers.get("origin")
+        refused = None  # refusals are sent as an error event then a 1008 close, so clients can show why
+        if config.allowed_origins is not None and origin is not None and origin not in config.allowed_origins:
+            refused = ("origin_not_allowed", f"origin {origin} is not allowed by this server")
+        offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        if config.api_key is not None:
+            auth = ws.headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
+            for p in offered:
+                if p.startswith(KEY_SUBPROTOCOL):
+                    given = p[len(KEY_SUBPROTOCOL):]
+            if refused is None and not _key_matches(given, config.api_key):
+                refused = ("invalid_api_key", "missing or wrong API key (Authorization: Bearer KEY, ?api_key=KEY, "
+                           "or the subprotocol openai-insecure-api-key.KEY)")
+        subprotocol = "realtime" if "realtime" in offered else None
+        await ws.accept(subprotocol=subprotocol)
+        if refused is not None:
+            await ws.send_json({"type": "error", "event_id": "event_0", "error": {
+                "type": "invalid_request_error", "code": refused[0], "message": refused[1], "param": None,
+                "event_id": None}})
+            await ws.close(code=1008, reason=refused[0])
+            return
+        outbox: asyncio.Queue = asyncio.Queue()
+
+        async def send(event: dict) -> None:
+            await outbox.put(event)
+
+        event_names = "ga" if ws.query_params.get("event_names") == "ga" else "beta"
+        session = RealtimeSession(backend, send, event_names=event_names)
+        if backend.sessions >= config.max_sessions:
+            await session.error("too_many_sessions", f"the server is at its limit of {config.max_sessions} sessions; "
+                                "try again later")
+            await ws.send_json(outbox.get_nowait())
+            await ws.close(code=1013, reason="too many sessions")
+            return
+        backend.live[session.id] = session
+
+        async def writer():
+            while True:
+                event = await outbox.get()
+                if event is None:
+                    return
+                await ws.send_json(event)
+
+        async def expire():
+            await asyncio.sleep(config.max_session_seconds)
+            await session.error("session_expired", f"the session reached max_session_seconds "
+                                f"({config.max_session_seconds:g} s)")
+            await outbox.put(None)
+
+        writing = asyncio.create_task(writer())
+        expiry = asyncio.create_task(expire())
+        try:
+            await session.start()
+            while True:
+                receiving = asyncio.create_task(ws.receive())
+                done, _ = await asyncio.wait({receiving, writing}, return_when=asyncio.FIRST_COMPLETED)
+                if receiving not in done:  # the writer ended: the session expired (or the socket broke)
+                    receiving.cancel()
+                    break
+                message = receiving.result()
+                if message["type"] == "websocket.disconnect":
+                    break
+                await session.handle(message.get("text") if message.get("text") is not None else message.get("bytes"))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            backend.live.pop(session.id, None)
+            expiry.cancel()
+            await session.close()
+            if not writing.done():
+                await outbox.put(None)
+                with contextlib.suppress(Exception):
+                    await writing
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000)
 
     return app

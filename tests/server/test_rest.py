@@ -12,17 +12,9 @@ from qinyu.server.app import create_app
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from qinyu.audio.espeak import espeak
-    from qinyu.codec import NanoCodec
-
+def client(tmp_path_factory, speaking_checkpoint):
     root = tmp_path_factory.mktemp("server")
-    ck = new_checkpoint(root / "tiny")
-    NanoCodec.fit([espeak("one two three four", voice="en-us")], iterations=2).save(ck / "codec")
-    cfg = json.loads((ck / "config.json").read_text())
-    cfg["codec"] = {"type": "nano", "path": "codec"}
-    (ck / "config.json").write_text(json.dumps(cfg))
-    return TestClient(create_app(ck, library=root / "voices.sqlite", max_steps=24))
+    return TestClient(create_app(speaking_checkpoint, library=root / "voices.sqlite", max_steps=24))
 
 
 def test_health(client):
