@@ -36,6 +36,9 @@ class Codec:
     frame_rate: float
     input_sample_rate: int
     output_sample_rate: int
+    # True when decoding a few frames costs well under a millisecond, so a server may do it
+    # inline on its event loop instead of paying a thread hop per step (the nano codec)
+    cheap_streaming = False
 
     @property
     def samples_per_frame(self) -> float:

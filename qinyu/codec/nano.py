@@ -369,6 +369,8 @@ def _slice_hops(feats: HopFeatures, start: int, stop: int) -> HopFeatures:
 class NanoCodec(Codec):
     """See the module docstring. Build with :meth:`fit`, or :meth:`load` a fitted one."""
 
+    cheap_streaming = True
+
     def __init__(self, config: NanoCodecConfig, books: np.ndarray, mean: np.ndarray, std: np.ndarray,
                  info: dict | None = None):
         self.config = config

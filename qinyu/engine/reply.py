@@ -124,6 +124,8 @@ class ReplyStream:
     def text_heard(self, audio_ms: float, frame_rate: float) -> str:
         """The text spoken in the first ``audio_ms`` of the reply's audio."""
         frames = audio_ms / 1000.0 * frame_rate
+        if self.frames and frames >= sum(f.shape[1] for f in self.frames) - 1e-6:
+            return self.text  # all the audio was heard, so was all the text (some of it comes after the last frame)
         ids = [i for i, at in zip(self.text_ids, self.text_at_step) if at < frames]
         return visible_text(self.tokenizer, self.layout, ids)
 

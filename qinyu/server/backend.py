@@ -44,6 +44,7 @@ class Backend:
         self.turn_detector = load_turn_detector(self.config.turn_detector)
         self.whisper = load_asr(self.config.asr)
         self.live: dict = {}  # open realtime sessions by id
+        self.vad_models: list = []  # Silero models of closed sessions, reused (loading one takes ~30 ms)
 
     @property
     def sessions(self) -> int:
@@ -68,6 +69,18 @@ class Backend:
 
     def close(self) -> None:
         self.runner.close()
+
+    async def take_vad_model(self):
+        """A Silero model for one session (each keeps its own stream state)."""
+        if self.vad_models:
+            return self.vad_models.pop()
+        from silero_vad import load_silero_vad
+
+        return await asyncio.to_thread(load_silero_vad)  # from the wheel: nothing is downloaded
+
+    def give_back_vad_model(self, model) -> None:
+        if model is not None and len(self.vad_models) < self.config.max_sessions:
+            self.vad_models.append(model)
 
     # -- decoding through the shared runner ----------------------------------------------
     async def stream(self, request: Request):

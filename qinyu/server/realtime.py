@@ -107,12 +107,13 @@ class RealtimeSession:
             "turn_detection": self._turn_detection_defaults(cfg.turn_detection),
             "input_audio_transcription": None,
             "max_response_steps": cfg.max_steps,
+            "temperature": 0.0,  # greedy, as the reference
+            "repetition_penalty": 1.1,  # the reference's, on codebook 0 of recent audio steps
             "event_names": event_names,
         }
         self.conv = backend.conversation(Persona(system=cfg.instructions, role_description=cfg.role_description))
         self.vad: StreamingVAD | None = None
-        self._silero = None  # this session's own Silero model (it keeps per-stream state)
-        self._make_vad()
+        self._silero = None  # this session's own Silero model (it keeps per-stream state); set by start()
         self.held_audio: list[np.ndarray] = []  # manual buffer, or an unfinished turn's earlier segments
         self.held_samples = 0
         self.samples_in = 0  # all 16 kHz samples received
@@ -140,6 +141,8 @@ class RealtimeSession:
                                                     "param": param, "event_id": client_event_id}})
 
     async def start(self) -> None:
+        self._silero = await self.backend.take_vad_model()
+        self._make_vad()
         await self.send({"type": "session.created", "session": self.session_object()})
 
     def session_object(self) -> dict:
@@ -209,6 +212,13 @@ class RealtimeSession:
                 raise ProtocolError("invalid_event", f"session.max_response_steps must be an integer in 1..{top}",
                                     "session.max_response_steps")
             new["max_response_steps"] = n
+        for key, low, high in (("temperature", 0.0, 2.0), ("repetition_penalty", 0.5, 2.0)):
+            if key in s:
+                v = s[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+                    raise ProtocolError("invalid_event", f"session.{key} must be a number in [{low}, {high}]",
+                                        f"session.{key}")
+                new[key] = float(v)
         if "input_audio_transcription" in s:
             t = s["input_audio_transcription"]
             if t is not None and (not isinstance(t, dict) or t.get("model", "slm") not in ("slm", "whisper")):
@@ -243,6 +253,8 @@ class RealtimeSession:
         self.settings = new
         self.conv.persona = Persona(system=new["instructions"], role_description=new["role_description"], voice=voice)
         self.conv.params.max_steps = new["max_response_steps"]
+        self.conv.params.temperature = new["temperature"]
+        self.conv.params.repetition_penalty = new["repetition_penalty"]
         if detection_changed:
             self._make_vad()
         await self.send({"type": "session.updated", "session": self.session_object()})
@@ -303,14 +315,7 @@ class RealtimeSession:
         self.vad = StreamingVAD(VADConfig(threshold=t["threshold"], min_speech_s=t["min_speech_duration_ms"] / 1000,
                                           min_silence_s=t["silence_duration_ms"] / 1000,
                                           pad_s=t["prefix_padding_ms"] / 1000),
-                                model=self._silero_model())
-
-    def _silero_model(self):
-        if self._silero is None:
-            from silero_vad import load_silero_vad
-
-            self._silero = load_silero_vad()  # loaded from the wheel: nothing is downloaded
-        return self._silero
+                                model=self._silero)
 
     # -- audio in ----------------------------------------------------------------------
     async def on_input_audio_buffer_append(self, event: dict) -> None:
@@ -331,7 +336,11 @@ class RealtimeSession:
         if self.vad is None:  # manual turns: collect until commit
             self._hold(pcm)
             return
-        for e in await asyncio.to_thread(self.vad.push, pcm):
+        # a typical 20-100 ms append is one to three 32 ms Silero windows (~1 ms): scored inline, since a
+        # thread hop per append costs more under load than it saves; long appends go to a worker thread
+        windows = (len(self.vad.pending) + len(pcm)) // 512
+        events = self.vad.push(pcm) if windows <= 4 else await asyncio.to_thread(self.vad.push, pcm)
+        for e in events:
             if isinstance(e, SpeechStarted):
                 self.speech_item = f"item_{next(_ids)}"
                 self.interrupted_this_speech = False
@@ -556,7 +565,10 @@ class RealtimeSession:
                 response.ticket = ticket
                 if response.cancel_reason:
                     self.backend.runner.cancel(ticket)
-                events = await asyncio.to_thread(_feed_all, reply, outputs)
+                if self.backend.codec is None or self.backend.codec.cheap_streaming:
+                    events = _feed_all(reply, outputs)  # cheap: no thread hop per step
+                else:
+                    events = await asyncio.to_thread(_feed_all, reply, outputs)
                 await self._send_reply_events(events, ids, item)
             await self._send_reply_events(await asyncio.to_thread(reply.finish), ids, item)
             if reply.finished == "cancelled":
@@ -662,6 +674,8 @@ class RealtimeSession:
         if self.response is not None and self.response.ticket is not None:
             self.backend.runner.cancel(self.response.ticket)
         self.closed = True
+        self.backend.give_back_vad_model(self._silero)
+        self._silero, self.vad = None, None
         pending = list(self.tasks) + ([self.response.task] if self.response and self.response.task else [])
         for t in pending:
             t.cancel()

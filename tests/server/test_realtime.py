@@ -146,51 +146,90 @@ def test_ga_event_names(client):
         assert "response.output_audio_transcript.done" in types
 
 
-def test_barge_in_cancels_and_truncates_history(talker_checkpoint, tmp_path, utterance):
-    """User speech while the assistant talks: generation stops, the client is told to flush,
-    and the history keeps only what was heard; a client truncate then moves the cut."""
+@pytest.fixture(scope="module")
+def talker(talker_checkpoint, tmp_path_factory):
+    app = create_app(talker_checkpoint, config=ServerConfig(max_steps=400,
+                                                            library=str(tmp_path_factory.mktemp("t") / "v.db")))
+    with TestClient(app) as client:
+        yield app, client
+
+
+def ask(ws):
+    ws.send_json({"type": "conversation.item.create",
+                  "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "tell me"}]}})
+    ws.send_json({"type": "response.create"})
+
+
+def test_barge_in_while_generating_cancels_the_response(talker, utterance):
+    """The user is talking when a reply starts; once their speech reaches 500 ms the reply
+    is cancelled mid-generation, the client is told to flush, and the history keeps only
+    what could have been heard (a prefix of the reply)."""
     from tests.server.conftest import TALKER_REPLY
 
-    app = create_app(talker_checkpoint, config=ServerConfig(max_steps=400, library=str(tmp_path / "v.db")))
-    with TestClient(app) as client, open_session(client, max_response_steps=400) as (ws, _):
+    app, client = talker
+    with open_session(client, max_response_steps=400, repetition_penalty=1.0) as (ws, _):
         session = next(iter(app.state.backend.live.values()))
-        ws.send_json({"type": "conversation.item.create",
-                      "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "tell me"}]}})
-        ws.send_json({"type": "response.create"})
-        first = until(ws, "response.audio.delta")
-        response_id = next(e for e in first if e["type"] == "response.created")["response"]["id"]
-        stream(ws, utterance)  # the user talks over the reply
-        events = first + until(ws, "output_audio_buffer.cleared")
-        done = next(e for e in events if e["type"] == "response.done" and e["response"]["id"] == response_id)
+        onset = 8000 + 16000 * 35 // 100  # 0.5 s silence + 350 ms of speech: speaking, not yet interrupting
+        stream(ws, utterance[:onset])
+        until(ws, "input_audio_buffer.speech_started")
+        ask(ws)
+        created = until(ws, "response.created")[-1]["response"]["id"]
+        stream(ws, utterance[onset:])  # the next 150 ms of speech interrupt the reply being generated
+        events = until(ws, "output_audio_buffer.cleared")
+        done = next(e for e in events if e["type"] == "response.done" and e["response"]["id"] == created)
         assert done["response"]["status"] == "cancelled"
         assert done["response"]["status_details"]["reason"] == "turn_detected"
-        assert done["response"]["usage"]["decode_steps"] < 400
-        item_id = done["response"]["output"][0]["id"]
-        generated = "".join(e["delta"] for e in events
-                            if e["type"] == "response.audio_transcript.delta" and e["response_id"] == response_id)
+        assert done["response"]["usage"]["decode_steps"] < 60  # the full reply takes more than 60 steps
         heard = done["response"]["output"][0]["content"][0]["transcript"]
-        assert TALKER_REPLY.startswith(generated) and len(generated) > 0
-        assert generated.startswith(heard) and len(heard) < len(TALKER_REPLY)
-        # the user's turn goes on and gets its own reply, with the cut history before it
-        second = until(ws, "response.done")
-        assert second[-1]["response"]["id"] != response_id
+        assert TALKER_REPLY.startswith(heard) and len(heard) < len(TALKER_REPLY)
+        # the user's turn goes on and gets its own reply, after the cut history
+        second = until(ws, "response.done")[-1]["response"]
+        assert second["id"] != created
         history = session.conv.history
         assert [t.role for t in history] == ["user", "assistant", "user", "assistant"]
-        assert history[0].text == "tell me" and history[1].text == heard
-        # the client says what it actually played: the cut moves there
-        sent_ms = done["response"]["usage"]["audio_ms"]
-        item = session.items[item_id]
+        assert history[0].text == "tell me" and history[1].text == heard and history[2].features is not None
+
+
+def test_barge_in_while_playing_truncates_to_what_was_heard(talker, utterance):
+    """The reply has been generated but its audio is still playing (the server's estimate:
+    real time since the first delta): user speech clears playback and cuts the history;
+    the client's conversation.item.truncate then moves the cut to what it really played."""
+    from tests.server.conftest import TALKER_REPLY
+
+    app, client = talker
+    with open_session(client, max_response_steps=400, repetition_penalty=1.0) as (ws, _):
+        session = next(iter(app.state.backend.live.values()))
+        ask(ws)
+        events = until(ws, "response.done")
+        done = events[-1]["response"]
+        assert done["status"] == "completed"
+        generated = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
+        assert generated == TALKER_REPLY == done["output"][0]["content"][0]["transcript"]
+        sent_ms = done["usage"]["audio_ms"]
+        assert sent_ms >= 4000  # 60 frames at 12.5 Hz: seconds of audio still to play
+        item_id = done["output"][0]["id"]
+        stream(ws, utterance)  # talks over the playback
+        events = until(ws, "output_audio_buffer.cleared")
+        assert not any(e["type"] == "response.done" for e in events)  # nothing was generating
+        history = session.conv.history
+        assert history[1].text != TALKER_REPLY and TALKER_REPLY.startswith(history[1].text)
         ws.send_json({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 0})
-        assert ws.receive_json()["type"] == "conversation.item.truncated"
+        assert until(ws, "conversation.item.truncated")[-1]["audio_end_ms"] == 0
         assert history[1].text == ""  # nothing played: nothing heard
+        item = session.items[item_id]
+        ws.send_json({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                      "audio_end_ms": 2000})
+        until(ws, "conversation.item.truncated")
+        half = item.reply.text_heard(2000, 12.5)
+        assert history[1].text == half and 0 < len(half) < len(TALKER_REPLY) and TALKER_REPLY.startswith(half)
         ws.send_json({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
                       "audio_end_ms": sent_ms})
-        assert ws.receive_json()["type"] == "conversation.item.truncated"
-        assert history[1].text == item.reply.text_heard(sent_ms, 12.5) and generated.startswith(history[1].text)
+        until(ws, "conversation.item.truncated")
+        assert history[1].text == TALKER_REPLY  # all of it played: all of it heard
         ws.send_json({"type": "conversation.item.truncate", "item_id": item_id, "audio_end_ms": sent_ms + 5000})
-        assert ws.receive_json()["error"]["param"] == "audio_end_ms"
+        assert until(ws, "error")[-1]["error"]["param"] == "audio_end_ms"
         ws.send_json({"type": "conversation.item.truncate", "item_id": "item_nope", "audio_end_ms": 0})
-        assert ws.receive_json()["error"]["code"] == "invalid_state"
+        assert until(ws, "error")[-1]["error"]["code"] == "invalid_state"
 
 
 def test_text_heard_follows_the_interleave(speaking_checkpoint):
