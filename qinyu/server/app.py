@@ -246,29 +246,33 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
 
         writing = asyncio.create_task(writer())
         expiry = asyncio.create_task(expire())
+        receiving = None
         try:
             await session.start()
             while True:
                 receiving = asyncio.create_task(ws.receive())
                 done, _ = await asyncio.wait({receiving, writing}, return_when=asyncio.FIRST_COMPLETED)
                 if receiving not in done:  # the writer ended: the session expired (or the socket broke)
-                    receiving.cancel()
                     break
                 message = receiving.result()
                 if message["type"] == "websocket.disconnect":
                     break
                 await session.handle(message.get("text") if message.get("text") is not None else message.get("bytes"))
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, asyncio.CancelledError):
+            # CancelledError: the server (or a test client) is tearing the connection down; the handler ends
+            # here either way, after the clean-up below
             pass
         finally:
             backend.live.pop(session.id, None)
-            expiry.cancel()
-            await session.close()
-            if not writing.done():
-                await outbox.put(None)
+            for task in (expiry, writing, receiving):
+                if task is not None:
+                    task.cancel()
+            try:
+                await session.close()
+                await asyncio.gather(writing, return_exceptions=True)
                 with contextlib.suppress(Exception):
-                    await writing
-            with contextlib.suppress(Exception):
-                await ws.close(code=1000)
+                    await ws.close(code=1000)
+            except asyncio.CancelledError:
+                pass  # cancelled again while cleaning up: the session's tasks were already told to stop
 
     return app
