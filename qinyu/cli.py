@@ -471,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_toy)
 
+    from .data.synth.cli import add_synth_parser  # `qinyu data synth conversation|roleplay|singing`
+
+    add_synth_parser(dsub)
+
     p = sub.add_parser("train", help="train with a recipe (torchrun for several processes)")
     p.add_argument("--recipe", required=True, help="recipe YAML")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
@@ -521,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
     p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
     p.set_defaults(func=cmd_demo)
+
+    from .eval.cli import add_eval_parser  # `qinyu eval run|report` (benchmarks)
+
+    add_eval_parser(sub)
     return parser
 
 
