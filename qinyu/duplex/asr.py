@@ -38,12 +38,15 @@ class WhisperASR:
 
         if sample_rate != 16000:
             raise ASRError(f"Whisper takes 16 kHz audio, got {sample_rate} Hz")
-        feats = self.processor(np.asarray(wav, dtype=np.float32), sampling_rate=16000, return_tensors="pt")
+        wav = np.asarray(wav, dtype=np.float32)
+        window = 30 * 16000  # Whisper's input window: longer audio is transcribed window by window, not cut
+        pieces = [wav[i:i + window] for i in range(0, max(len(wav), 1), window)]
+        feats = self.processor(pieces, sampling_rate=16000, return_tensors="pt")
         kw = {"language": self.language, "task": "transcribe"} if self.language else {}
         with torch.no_grad():
             ids = self.model.generate(feats.input_features.to(self.model.device), max_new_tokens=self.max_new_tokens,
                                       **kw)
-        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+        return " ".join(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)).strip()
 
 
 def load_asr(spec: dict | None):

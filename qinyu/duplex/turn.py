@@ -40,10 +40,15 @@ class BuiltinTurnDetector:
         words = re.findall(r"[\w']+", (text or "").lower())
         if not words:  # no transcript to judge: a long enough sound is a turn
             return FINISHED if seconds >= self.min_turn_seconds else UNFINISHED
-        stripped = (text or "").strip().lower().rstrip(".!")
-        if any(stripped == p or stripped.startswith(p + " ") or stripped.startswith(p + ",") for p in WAIT_PHRASES):
+        stripped = (text or "").strip().lower()
+        # a hold request is the whole utterance ("wait", "hold on, let me think"), not a question that opens
+        # with the word ("wait, what is two plus five?")
+        if len(words) <= 5 and "?" not in stripped and any(
+                stripped.rstrip(".!") == p or stripped.startswith((p + " ", p + ",")) for p in WAIT_PHRASES):
             return WAIT
-        if words[-1] in CONTINUATIONS or (text or "").rstrip().endswith((",", "...", "…", "-")):
+        if stripped.endswith((".", "?", "!", "。", "？", "！")) and not stripped.endswith(("...", "..")):
+            return FINISHED  # the recogniser punctuated a complete sentence
+        if words[-1] in CONTINUATIONS or stripped.endswith((",", "...", "…", "-", "，")):
             return UNFINISHED
         return FINISHED
 

@@ -10,6 +10,7 @@ padded by ``pad_s`` on both sides (the start reaches back into a pre-roll buffer
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ class StreamingVAD:
         self.speaking = False
         self.start = 0
         self.run = 0  # samples of consecutive speech (not speaking) or silence (speaking)
-        self.probabilities: list[float] = []
+        self.probabilities: deque[float] = deque(maxlen=1000)  # recent window scores (for inspection)
 
     def reset(self) -> None:
         self.__init__(self.config, self.model)

@@ -77,6 +77,27 @@ class BatchRunner:
 
     # -- the engine thread ---------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # the thread must never die silently: fail everything and refuse new work
+            traceback.print_exc()
+            with self.wake:
+                self.closed = True
+                stranded = list(self.waiting) + list(self.active.values())
+                self.waiting.clear()
+                self.active.clear()
+            for t in stranded:
+                self._finish(t, EngineError(f"the engine stopped: {type(e).__name__}: {e}"))
+
+    def _reset(self, error: Exception) -> None:
+        """A failed forward or cache edit: end every decoding request with the error; the engine starts clean."""
+        traceback.print_exc()
+        for t in list(self.active.values()):
+            self._finish(t, error)
+        self.active.clear()
+        self.engine.rows, self.engine.cache, self.engine.attention = [], None, None
+
+    def _run(self) -> None:
         while True:
             with self.wake:
                 while not self.closed and not self.waiting and not self.active:
@@ -95,10 +116,13 @@ class BatchRunner:
                     joining.append(self.waiting.popleft())
             for t in queued_cancelled:
                 self._finish(t, StepOutput(-1, finished="cancelled"))
-            for t in cancelled:
-                self.engine.cancel(t.rid)
-                del self.active[t.rid]
-                self._finish(t, StepOutput(t.rid, finished="cancelled"))
+            try:
+                for t in cancelled:
+                    self.active.pop(t.rid, None)
+                    self._finish(t, StepOutput(t.rid, finished="cancelled"))
+                    self.engine.cancel(t.rid)  # rebuilds the cache without the row: can fail (memory)
+            except Exception as e:
+                self._reset(e)
             for t in joining:
                 try:
                     t.rid = self.engine.add(t.request)
@@ -111,11 +135,7 @@ class BatchRunner:
             try:
                 outputs = self.engine.step()
             except Exception as e:  # a failed forward ends every request in it; the engine starts clean
-                traceback.print_exc()
-                for t in list(self.active.values()):
-                    self._finish(t, e)
-                self.active.clear()
-                self.engine.rows, self.engine.cache, self.engine.attention = [], None, None
+                self._reset(e)
                 continue
             self.steps += 1
             for out in outputs:
@@ -129,6 +149,10 @@ class BatchRunner:
                     self._deliver(t, out)
         for t in pending:
             self._finish(t, EngineError("the engine is shut down"))
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.closed
 
     def _deliver(self, ticket: Ticket, item) -> None:
         try:

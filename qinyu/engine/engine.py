@@ -217,8 +217,8 @@ class Engine:
         s.num_steps += 1
         if row.pending_step is None and row.pending_ids == self.layout.im_end:
             s.finished = "stop"
-        elif s.num_steps >= s.params.max_steps:
-            s.finished = "length"
+        elif s.num_steps >= s.params.max_steps or row.position + 1 >= self.max_positions:
+            s.finished = "length"  # the step budget, or the model's context, is used up
         out.frames = s.finished_frames(final=bool(s.finished))
         out.finished = s.finished
         return out

@@ -127,7 +127,7 @@ class ReplyStream:
         if self.frames and frames >= sum(f.shape[1] for f in self.frames) - 1e-6:
             return self.text  # all the audio was heard, so was all the text (some of it comes after the last frame)
         ids = [i for i, at in zip(self.text_ids, self.text_at_step) if at < frames]
-        return visible_text(self.tokenizer, self.layout, ids)
+        return visible_text(self.tokenizer, self.layout, ids).rstrip("\ufffd")  # no half of a character
 
     def done(self, steps: int, invalid_codes: int) -> Done:
         return Done(self.text, self.codes, self.finished or "cancelled", steps, invalid_codes)

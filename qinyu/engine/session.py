@@ -10,6 +10,7 @@ releases audio, and ``Done`` with the full text and codes.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -110,12 +111,15 @@ class Session:
         seq = render(messages, self.tokenizer, layout, audios, add_generation_prompt=True,
                      schedule=self.model.config.interleave_schedule)
         if not self.model.config.use_speaker_embedding:  # placeholders keep their plain token embeddings
-            return Request(seq.input_ids, features, None, self.params)
+            return Request(seq.input_ids, features, None, dataclasses.replace(self.params))
         voice = self.persona.voice if self.persona.voice is not None else np.zeros(SPEAKER_DIM, np.float32)
         speakers, it = [], iter(users)
         for p in seq.speaker_positions:
             speakers.append(voice if seq.input_ids[p] == layout.speaker else next(it))
-        return Request(seq.input_ids, features, np.stack(speakers) if speakers else None, self.params)
+        # each request gets its own copy of the parameters: changing the session's later must not
+        # change a reply already decoding
+        return Request(seq.input_ids, features, np.stack(speakers) if speakers else None,
+                       dataclasses.replace(self.params))
 
     # -- replies ---------------------------------------------------------------------
     def respond(self, turn: Turn, remember: bool = True, **request_kw) -> Iterator[TextDelta | AudioChunk | Done]:

@@ -54,12 +54,21 @@ def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+MAX_UPLOAD_SECONDS = 300.0
+
+
 def read_upload_audio(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """Decode an uploaded clip; its length is checked from the header first (a few hundred KB
+    of compressed silence can decode to gigabytes). Call it off the event loop."""
     import soundfile as sf
 
     from ..audio.io import AudioError, check_waveform
 
     try:
+        info = sf.info(io.BytesIO(data))
+        if info.frames / max(info.samplerate, 1) > MAX_UPLOAD_SECONDS or info.channels > 8:
+            raise HTTPException(413, f"audio {name!r} is {info.frames / max(info.samplerate, 1):.0f} s with "
+                                f"{info.channels} channel(s); the limit is {MAX_UPLOAD_SECONDS:.0f} s and 8 channels")
         wav, sr = sf.read(io.BytesIO(data), dtype="float32")
         return check_waveform(wav, sr, name), sr
     except (RuntimeError, sf.LibsndfileError, AudioError, ValueError) as e:
@@ -88,6 +97,9 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
     app.state.backend = backend
 
     def require_key(request: Request):
+        origin = request.headers.get("origin")
+        if config.allowed_origins is not None and origin is not None and origin not in config.allowed_origins:
+            raise HTTPException(403, f"origin {origin} is not allowed by this server")
         if config.api_key is None:
             return
         auth = request.headers.get("authorization", "")
@@ -103,7 +115,8 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
     @app.get("/health")
     def health():
         decoding, waiting = backend.runner.load
-        return {"status": "ok", "model": str(Path(model_dir)), "trained": bool(backend.model.config.trained),
+        alive = backend.runner.alive
+        return {"status": "ok" if alive else "engine stopped", "model": str(Path(model_dir)), "trained": bool(backend.model.config.trained),
                 "sample_rate": backend.output_sample_rate, "sessions": backend.sessions,
                 "max_sessions": config.max_sessions, "decoding": decoding, "waiting": waiting,
                 "api_key_required": config.api_key is not None}
@@ -138,9 +151,10 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"audio file larger than {max_upload_bytes} bytes")
-        wav, sr = read_upload_audio(data, file.filename or "upload")
+        wav, sr = await asyncio.to_thread(read_upload_audio, data, file.filename or "upload")
         try:
-            text = await backend.transcribe(resample(wav, sr, 16000), use_whisper=model == "whisper")
+            wav = await asyncio.to_thread(resample, wav, sr, 16000)
+            text = await backend.transcribe(wav, use_whisper=model == "whisper")
         except (EngineError, ValueError) as e:
             raise HTTPException(400, str(e)) from None
         return {"text": text}
@@ -162,7 +176,10 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
                     raise HTTPException(400, "multipart voice creation needs 'name' and a 'file' (audio clip)")
                 if backend.speaker_encoder is None:
                     raise HTTPException(400, "this checkpoint names no speaker encoder: voices from clips need one")
-                wav, sr = read_upload_audio(await clip.read(max_upload_bytes), clip.filename or "clip")
+                data = await clip.read(max_upload_bytes + 1)
+                if len(data) > max_upload_bytes:
+                    raise HTTPException(413, f"audio file larger than {max_upload_bytes} bytes")
+                wav, sr = await asyncio.to_thread(read_upload_audio, data, clip.filename or "clip")
                 vector = await asyncio.to_thread(backend.speaker_encoder.embed, wav, sr)
                 voice = backend.voices.add(name, vector, "clip", clip.filename or "upload")
             else:
@@ -175,7 +192,8 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
                 elif req.description:
                     if backend.timbre is None:
                         raise HTTPException(400, "the server has no text-to-timbre model (server config 'timbre')")
-                    voice = backend.voices.create_from_description(req.name, req.description, backend.timbre)
+                    voice = await asyncio.to_thread(backend.voices.create_from_description, req.name,
+                                                    req.description, backend.timbre)
                 else:
                     raise HTTPException(400, "give a 'vector' (192 floats), a 'description', or a clip (multipart)")
         except VoiceError as e:
@@ -208,7 +226,8 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
             if refused is None and not _key_matches(given, config.api_key):
                 refused = ("invalid_api_key", "missing or wrong API key (Authorization: Bearer KEY, ?api_key=KEY, "
                            "or the subprotocol openai-insecure-api-key.KEY)")
-        subprotocol = "realtime" if "realtime" in offered else None
+        # a browser that offered subprotocols fails the handshake unless one is chosen
+        subprotocol = "realtime" if "realtime" in offered else (offered[0] if offered else None)
         await ws.accept(subprotocol=subprotocol)
         if refused is not None:
             await ws.send_json({"type": "error", "event_id": "event_0", "error": {
@@ -226,8 +245,9 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
         if backend.sessions >= config.max_sessions:
             await session.error("too_many_sessions", f"the server is at its limit of {config.max_sessions} sessions; "
                                 "try again later")
-            await ws.send_json(outbox.get_nowait())
-            await ws.close(code=1013, reason="too many sessions")
+            with contextlib.suppress(Exception):  # the client may already be gone
+                await ws.send_json(outbox.get_nowait())
+                await ws.close(code=1013, reason="too many sessions")
             return
         backend.live[session.id] = session
 

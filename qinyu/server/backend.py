@@ -83,12 +83,15 @@ class Backend:
             self.vad_models.append(model)
 
     # -- decoding through the shared runner ----------------------------------------------
-    async def stream(self, request: Request):
+    async def stream(self, request: Request, on_submit=None):
         """Yield lists of this request's ``StepOutput``s as the shared engine makes them;
-        the ticket is cancelled if the consumer stops early."""
+        the ticket is cancelled if the consumer stops early. ``on_submit(ticket)`` is called
+        at once, so the caller can cancel a request that is still queued."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         ticket = self.runner.submit(request, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item))
+        if on_submit is not None:
+            on_submit(ticket)
         try:
             while True:
                 items = [await queue.get()]

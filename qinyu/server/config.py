@@ -46,15 +46,19 @@ class ServerConfig:
         for name in positive:
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise ConfigError(f"server config: {name} must be a positive number, got {getattr(self, name)!r}")
-        if not 0 < self.vad_threshold < 1:
-            raise ConfigError(f"server config: vad_threshold must be in (0, 1), got {self.vad_threshold!r}")
+        if not isinstance(self.vad_threshold, (int, float)) or not 0.15 < self.vad_threshold < 1:
+            # speech ends below threshold - 0.15, which must stay positive
+            raise ConfigError(f"server config: vad_threshold must be in (0.15, 1), got {self.vad_threshold!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
+            raise ConfigError("server config: api_key must be a non-empty string (or absent)")
         for name in ("min_speech_ms", "speech_pad_ms", "interrupt_min_speech_ms", "max_history"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"server config: {name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.turn_detection not in (None, "server_vad", "semantic_vad"):
             raise ConfigError(f"server config: turn_detection must be server_vad, semantic_vad or null, "
                               f"got {self.turn_detection!r}")
-        if self.allowed_origins is not None and not all(isinstance(o, str) for o in self.allowed_origins):
+        if self.allowed_origins is not None and (not isinstance(self.allowed_origins, list)
+                                                 or not all(isinstance(o, str) for o in self.allowed_origins)):
             raise ConfigError("server config: allowed_origins must be a list of origins like 'http://127.0.0.1:8000'")
 
     @classmethod

@@ -27,6 +27,8 @@ import base64
 import binascii
 import itertools
 import json
+import math
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -52,6 +54,11 @@ CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buf
 TURN_DETECTION_KEYS = {"type", "threshold", "silence_duration_ms", "min_speech_duration_ms", "prefix_padding_ms",
                        "create_response", "interrupt_response", "interrupt_min_speech_ms", "eagerness"}
 MAX_HELD_SECONDS = 120.0  # manual buffer / unfinished turn
+MAX_PENDING_ITEMS = 16  # user items waiting for a response
+KEEP_ITEMS = 8  # assistant items that can still be truncated
+# voices OpenAI clients send by default: they mean "the server's default voice" here, not an error
+OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar", "fable",
+                 "onyx", "nova"}
 
 
 class ProtocolError(Exception):
@@ -90,6 +97,7 @@ class Response:
     task: asyncio.Task | None = None
     ticket: object = None
     cancel_reason: str | None = None
+    heard_ms: float | None = None  # the play-out estimate frozen when the response was interrupted
     user_turn: Turn | None = None
     status_details: dict | None = field(default=None)
 
@@ -123,6 +131,8 @@ class RealtimeSession:
         self.response: Response | None = None
         self.items: dict[str, AssistantItem] = {}
         self.last_item_id: str | None = None
+        self.last_assistant_id: str | None = None  # the reply that may still be playing
+        self.vad_offset = 0  # samples received before the current VAD started (its positions start at 0)
         self.turn_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
@@ -162,12 +172,13 @@ class RealtimeSession:
                 raise ProtocolError("invalid_event", "binary frames are not part of the protocol: send JSON text "
                                     "events (audio goes base64 inside input_audio_buffer.append)")
             limit = self.backend.config.max_event_bytes
-            if len(message) > limit:
-                raise ProtocolError("event_too_large", f"event of {len(message)} bytes exceeds max_event_bytes "
+            size = len(message) if len(message) * 4 <= limit else len(message.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                raise ProtocolError("event_too_large", f"event of {size} bytes exceeds max_event_bytes "
                                     f"{limit}; send audio in smaller appends")
             try:
                 event = json.loads(message)
-            except (json.JSONDecodeError, RecursionError) as e:
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, and ints beyond Python's digit limit
                 raise ProtocolError("invalid_json", f"event is not valid JSON: {e}") from None
             if not isinstance(event, dict):
                 raise ProtocolError("invalid_event", f"an event must be a JSON object, got {type(event).__name__}")
@@ -193,6 +204,16 @@ class RealtimeSession:
         new = dict(self.settings)
         if s.get("type") == "realtime":  # a GA-shaped update: the client speaks the current names
             new["event_names"] = "ga"
+            audio = s.get("audio") if isinstance(s.get("audio"), dict) else {}
+            a_in = audio.get("input") if isinstance(audio.get("input"), dict) else {}
+            a_out = audio.get("output") if isinstance(audio.get("output"), dict) else {}
+            s = dict(s)
+            if "turn_detection" in a_in and "turn_detection" not in s:
+                s["turn_detection"] = a_in["turn_detection"]
+            if "transcription" in a_in and "input_audio_transcription" not in s:
+                s["input_audio_transcription"] = a_in["transcription"]
+            if "voice" in a_out and "voice" not in s:
+                s["voice"] = a_out["voice"]
         if "event_names" in s:
             if s["event_names"] not in ("beta", "ga"):
                 raise ProtocolError("invalid_event", "session.event_names must be 'beta' or 'ga'", "session.event_names")
@@ -221,6 +242,9 @@ class RealtimeSession:
                 new[key] = float(v)
         if "input_audio_transcription" in s:
             t = s["input_audio_transcription"]
+            if isinstance(t, dict) and isinstance(t.get("model"), str) and t["model"] not in ("slm", "whisper"):
+                # an SDK's transcription model name (whisper-1, gpt-4o-transcribe, ...): the closest one here
+                t = {**t, "model": "whisper" if self.backend.whisper is not None else "slm"}
             if t is not None and (not isinstance(t, dict) or t.get("model", "slm") not in ("slm", "whisper")):
                 raise ProtocolError("invalid_event", "session.input_audio_transcription must be null or "
                                     "{'model': 'slm' | 'whisper'}", "session.input_audio_transcription")
@@ -232,6 +256,9 @@ class RealtimeSession:
         if "turn_detection" in s:
             new["turn_detection"] = self._parse_turn_detection(s["turn_detection"])
         voice = self.conv.persona.voice
+        if isinstance(s.get("voice"), str) and s["voice"].lower() in OPENAI_VOICES and s["voice"] not in \
+                {v.name for v in self.backend.voices.list()}:
+            s = {**s, "voice": None}  # an SDK's default voice name: use the server's default voice
         if "voice" in s and s["voice"] is not None:
             if not isinstance(s["voice"], str):
                 raise ProtocolError("invalid_event", "session.voice must be a voice name or id", "session.voice")
@@ -308,6 +335,7 @@ class RealtimeSession:
         return out
 
     def _make_vad(self) -> None:
+        self.vad_offset = self.samples_in
         t = self.settings["turn_detection"]
         if t is None:
             self.vad = None
@@ -345,15 +373,18 @@ class RealtimeSession:
                 self.speech_item = f"item_{next(_ids)}"
                 self.interrupted_this_speech = False
                 await self.send({"type": "input_audio_buffer.speech_started", "item_id": self.speech_item,
-                                 "audio_start_ms": _ms(e.sample)})
+                                 "audio_start_ms": _ms(self.vad_offset + e.sample)})
             elif isinstance(e, SpeechStopped):
                 item_id, self.speech_item = self.speech_item or f"item_{next(_ids)}", None
                 await self.send({"type": "input_audio_buffer.speech_stopped", "item_id": item_id,
-                                 "audio_end_ms": _ms(e.sample)})
+                                 "audio_end_ms": _ms(self.vad_offset + e.sample)})
                 t = self.settings["turn_detection"]
-                if (not self.interrupted_this_speech and self._assistant_audible()
+                if (t["type"] == "server_vad" and t["interrupt_response"] and not self.interrupted_this_speech
+                        and self._assistant_audible()
                         and len(e.audio) < t["interrupt_min_speech_ms"] / 1000 * SAMPLE_RATE):
-                    continue  # too short to interrupt the assistant: a cough or a backchannel, not a turn
+                    # too short to interrupt the assistant: a cough or a backchannel, not a turn (semantic_vad
+                    # lets the turn detector judge it instead: a short "stop" is a wait)
+                    continue
                 self._spawn(self._end_of_speech(item_id, e.audio))
         await self._maybe_barge_in()
 
@@ -384,26 +415,26 @@ class RealtimeSession:
         """A reply is generating, or its audio may still be playing at the client."""
         if self.response is not None:
             return True
-        item = self.items.get(self.last_item_id) if self.last_item_id else None
+        item = self.items.get(self.last_assistant_id) if self.last_assistant_id else None
         return item is not None and item.played_ms(time.monotonic()) < item.audio_ms_sent
 
     async def interrupt(self, reason: str) -> None:
         """Barge-in: stop generating, tell the client to drop queued audio, keep only what was heard."""
         response = self.response
         if response is not None:
-            response.cancel_reason = reason
+            if response.cancel_reason is None:  # the first interruption decides what was heard
+                response.cancel_reason = reason
+                response.heard_ms = response.item.played_ms(time.monotonic())
             if response.ticket is not None:
-                self.backend.runner.cancel(response.ticket)
-            if response.task is not None:
-                try:
-                    await asyncio.shield(response.task)
-                except Exception:
-                    pass
-        else:
-            item = self.items.get(self.last_item_id) if self.last_item_id else None
-            if item is not None and item.turn is not None:
-                self._truncate(item, item.played_ms(time.monotonic()))
-        await self.send({"type": "output_audio_buffer.cleared", "reason": reason})
+                self.backend.runner.cancel(response.ticket)  # queued or decoding: both end promptly
+            await self.send({"type": "output_audio_buffer.cleared", "response_id": response.id, "reason": reason})
+            if response.task is not None:  # the response ends itself (response.done); bounded, to stay responsive
+                await asyncio.wait({response.task}, timeout=5.0)
+            return
+        item = self.items.get(self.last_assistant_id) if self.last_assistant_id else None
+        if item is not None and item.turn is not None:
+            self._truncate(item, item.played_ms(time.monotonic()))
+        await self.send({"type": "output_audio_buffer.cleared", "response_id": None, "reason": reason})
 
     # -- turns -------------------------------------------------------------------------
     async def _end_of_speech(self, item_id: str, segment: np.ndarray) -> None:
@@ -427,8 +458,10 @@ class RealtimeSession:
                 item = UserItem(item_id, audio=segment)
             await self._commit(item)
             if t is not None and t["create_response"]:
-                if self.response is not None:  # the user spoke again: the new turn wins
-                    await self.interrupt("turn_detected")
+                if self.response is not None:
+                    if not t["interrupt_response"]:
+                        return  # the reply in progress goes on; this turn waits for the next response
+                    await self.interrupt("turn_detected")  # the user spoke again: the new turn wins
                 await self._start_response()
             if item.transcript is None and self.settings["input_audio_transcription"]:
                 self._spawn(self._send_transcript(item))
@@ -436,6 +469,9 @@ class RealtimeSession:
                 await self._transcript_event(item)
 
     async def _commit(self, item: UserItem) -> None:
+        if len(self.pending) >= MAX_PENDING_ITEMS:
+            raise ProtocolError("invalid_state", f"{MAX_PENDING_ITEMS} user items are waiting for a response; "
+                                "send response.create (or clear them by starting a response)")
         self.pending.append(item)
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.last_item_id,
                          "item_id": item.id})
@@ -450,7 +486,9 @@ class RealtimeSession:
         try:
             return await self.backend.transcribe(audio, use_whisper=bool(t and t.get("model") == "whisper"))
         except (EngineError, ValueError) as e:
-            await self.error("transcription_failed", f"could not transcribe the user's speech: {e}")
+            await self.send({"type": "conversation.item.input_audio_transcription.failed", "content_index": 0,
+                             "error": {"type": "transcription_error", "code": "transcription_failed",
+                                       "message": f"could not transcribe the user's speech: {e}"}})
             return ""
 
     async def _send_transcript(self, item: UserItem) -> None:
@@ -509,7 +547,12 @@ class RealtimeSession:
         except ValueError as e:
             raise ProtocolError("invalid_event", f"conversation.item.create: {e}", "item.content") from None
         async with self.turn_lock:
-            await self._commit(UserItem(str(item.get("id") or f"item_{next(_ids)}")[:64], text=text))
+            given = item.get("id")
+            if given is not None and (not isinstance(given, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", given)
+                                      or given in self.items or given.startswith("item_")):
+                raise ProtocolError("invalid_event", "item.id must be 1-64 letters, digits or _.:- and not start "
+                                    "with 'item_' (the server's own ids)", "item.id")
+            await self._commit(UserItem(given or f"item_{next(_ids)}", text=text))
 
     # -- responses ---------------------------------------------------------------------
     async def on_response_create(self, event: dict) -> None:
@@ -549,29 +592,43 @@ class RealtimeSession:
         response = Response(f"resp_{next(_ids)}", item, user_turn=turn)
         self.response = response
         self.items[item.id] = item
-        self.last_item_id = item.id
+        for old in list(self.items)[:-KEEP_ITEMS]:  # only recent replies can still be truncated
+            del self.items[old]
+        previous, self.last_item_id, self.last_assistant_id = self.last_item_id, item.id, item.id
+        message = {"id": item.id, "object": "realtime.item", "type": "message", "role": "assistant",
+                   "status": "in_progress", "content": []}
         await self.send({"type": "response.created", "response": {"id": response.id, "object": "realtime.response",
                                                                  "status": "in_progress", "output": []}})
         await self.send({"type": "response.output_item.added", "response_id": response.id, "output_index": 0,
-                         "item": {"id": item.id, "type": "message", "role": "assistant", "content": []}})
+                         "item": message})
+        await self.send({"type": "conversation.item.created", "previous_item_id": previous, "item": message})
+        await self.send({"type": "response.content_part.added", "response_id": response.id, "item_id": item.id,
+                         "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}})
         response.task = asyncio.create_task(self._run_response(response, request))
 
     async def _run_response(self, response: Response, request) -> None:
         item, reply = response.item, response.item.reply
         ids = {"response_id": response.id, "item_id": item.id, "output_index": 0, "content_index": 0}
         status, details, ticket = "completed", None, None
+
+        def submitted(t):  # the ticket exists from submission on, so an interruption can cancel a queued request
+            response.ticket = t
+
         try:
-            async for ticket, outputs in self.backend.stream(request):
-                response.ticket = ticket
-                if response.cancel_reason:
+            async for ticket, outputs in self.backend.stream(request, on_submit=submitted):
+                if response.cancel_reason:  # interrupted: nothing more is decoded or sent
                     self.backend.runner.cancel(ticket)
+                    break
                 if self.backend.codec is None or self.backend.codec.cheap_streaming:
                     events = _feed_all(reply, outputs)  # cheap: no thread hop per step
                 else:
                     events = await asyncio.to_thread(_feed_all, reply, outputs)
                 await self._send_reply_events(events, ids, item)
-            await self._send_reply_events(await asyncio.to_thread(reply.finish), ids, item)
-            if reply.finished == "cancelled":
+            if not response.cancel_reason:
+                await self._send_reply_events(await asyncio.to_thread(reply.finish), ids, item)
+            if response.cancel_reason:  # even if the engine had already finished: what was heard is what counts
+                status, details = "cancelled", {"type": "cancelled", "reason": response.cancel_reason}
+            elif reply.finished == "cancelled":
                 status, details = "cancelled", {"type": "cancelled", "reason": response.cancel_reason or "cancelled"}
             elif reply.finished == "length":
                 status, details = "incomplete", {"type": "incomplete", "reason": "max_response_steps"}
@@ -583,10 +640,17 @@ class RealtimeSession:
             status, details = "failed", {"type": "failed", "error": {"code": "server_error", "message": str(e)}}
         finally:
             if not self.closed:
-                # history: the user turn, and what of the reply was heard
-                heard = reply.text if status != "cancelled" else self._heard(item, time.monotonic())
+                # history: the user turn, and what of the reply was heard (a failed reply leaves no trace,
+                # so the same input can be tried again)
+                if status == "cancelled":
+                    heard_ms = response.heard_ms if response.heard_ms is not None else item.played_ms(time.monotonic())
+                    heard = self._heard(item, heard_ms)
+                else:
+                    heard = reply.text
                 item.turn = Turn("assistant", heard)
-                self.conv.history += [response.user_turn, item.turn]
+                if status != "failed":
+                    self.conv.history += [response.user_turn, item.turn]
+                    del self.conv.history[:-2 * max(self.conv.max_history, 1)]  # only the rendered window is kept
                 if self.response is response:
                     self.response = None
                 state = getattr(ticket, "state", None)
@@ -595,11 +659,16 @@ class RealtimeSession:
                          "audio_ms": round(item.audio_ms_sent)}
                 await self.send({"type": "response.audio_transcript.done", **ids, "transcript": reply.text})
                 await self.send({"type": "response.audio.done", **ids})
+                await self.send({"type": "response.content_part.done", **ids,
+                                 "part": {"type": "audio", "transcript": heard}})
+                output = {"id": item.id, "object": "realtime.item", "type": "message", "role": "assistant",
+                          "status": "completed" if status == "completed" else "incomplete",
+                          "content": [{"type": "audio", "transcript": heard}]}
+                await self.send({"type": "response.output_item.done", "response_id": response.id, "output_index": 0,
+                                 "item": output})
                 await self.send({"type": "response.done", "response": {
                     "id": response.id, "object": "realtime.response", "status": status, "status_details": details,
-                    "output": [{"id": item.id, "type": "message", "role": "assistant",
-                                "content": [{"type": "audio", "transcript": heard}]}],
-                    "usage": usage}})
+                    "output": [output], "usage": usage}})
 
     async def _send_reply_events(self, events, ids: dict, item: AssistantItem) -> None:
         for e in events:
@@ -613,10 +682,10 @@ class RealtimeSession:
                 await self.send({"type": "response.audio.delta", **ids,
                                  "delta": base64.b64encode(pcm16).decode("ascii")})
 
-    def _heard(self, item: AssistantItem, now: float) -> str:
+    def _heard(self, item: AssistantItem, played_ms: float) -> str:
         if self.backend.codec is None:  # no audio: the client showed all the text
             return item.reply.text
-        return item.reply.text_heard(item.played_ms(now), self.backend.frame_rate)
+        return item.reply.text_heard(played_ms, self.backend.frame_rate)
 
     def _truncate(self, item: AssistantItem, audio_end_ms: float) -> None:
         if self.backend.codec is not None and item.turn is not None:
@@ -632,7 +701,7 @@ class RealtimeSession:
         if not isinstance(item_id, str) or item_id not in self.items:
             raise ProtocolError("invalid_state", f"conversation.item.truncate: no assistant item {str(item_id)[:64]!r}",
                                 "item_id")
-        if isinstance(end, bool) or not isinstance(end, (int, float)) or end < 0:
+        if isinstance(end, bool) or not isinstance(end, (int, float)) or not math.isfinite(end) or end < 0:
             raise ProtocolError("invalid_event", "conversation.item.truncate: audio_end_ms must be a number >= 0",
                                 "audio_end_ms")
         if event.get("content_index", 0) != 0:

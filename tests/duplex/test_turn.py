@@ -14,6 +14,12 @@ def test_builtin_rule():
     assert d.decide("tell me about the sea,", 1.5) == UNFINISHED
     assert d.decide("Wait.", 0.4) == WAIT and d.decide("hold on, let me think", 1.1) == WAIT
     assert d.decide("waiting rooms are boring", 1.5) == FINISHED  # 'wait' only as the phrase
+    # a question or request that opens with a hold word is not a hold request
+    assert d.decide("Wait, what is two plus five?", 1.5) == FINISHED
+    assert d.decide("Stop the music and tell me a joke.", 2.0) == FINISHED
+    # a punctuated sentence is complete even when its last word often continues one
+    assert d.decide("I really like that.", 1.0) == FINISHED and d.decide("Is that so?", 0.8) == FINISHED
+    assert d.decide("and then...", 0.8) == UNFINISHED
     # no transcript to judge: duration decides
     assert d.decide("", 1.0) == FINISHED and d.decide(None, 0.1) == UNFINISHED and d.decide("...", 0.2) == UNFINISHED
 

@@ -83,3 +83,40 @@ def test_cancel_queued_and_running_and_bad_prompts(tiny_model):
         runner.close()
     with pytest.raises(EngineError, match="shut down"):
         runner.submit(Request(prompt), lambda item: None)
+
+
+def test_a_failing_cancel_does_not_kill_the_engine_thread(tiny_model, monkeypatch):
+    """Rebuilding the cache on cancel can fail (memory): the requests in flight get the error,
+    the thread lives on and serves the next request."""
+    model, tok = tiny_model
+    prompt = tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n").ids
+    runner = BatchRunner(model, max_batch=2)
+    try:
+        def broken(rid):
+            raise RuntimeError("out of memory (simulated)")
+
+        monkeypatch.setattr(runner.engine, "cancel", broken)
+        tickets, outputs, done = run(runner, [Request(prompt, params=SamplingParams(max_steps=3000)),
+                                              Request(prompt, params=SamplingParams(max_steps=3000))])
+        while not outputs[0]:
+            pass
+        runner.cancel(tickets[0])
+        assert done.wait(60)
+        assert outputs[0][-1].finished == "cancelled"
+        assert isinstance(outputs[1][-1], RuntimeError)  # the other request shared the broken cache
+        monkeypatch.undo()
+        _, outputs, done = run(runner, [Request(prompt, params=SamplingParams(max_steps=5))])
+        assert done.wait(60) and outputs[0][-1].finished == "length" and runner.alive
+    finally:
+        runner.close()
+
+
+def test_requests_own_their_parameters(tiny_model):
+    """Changing a session's parameters later must not change a request already made."""
+    from qinyu.engine.session import Session
+
+    model, tok = tiny_model
+    session = Session(model, tok, params=SamplingParams(max_steps=7))
+    request = session.request(session.user_turn(text="hi"))
+    session.params.max_steps = 999
+    assert request.params.max_steps == 7

@@ -176,7 +176,13 @@ def test_barge_in_while_generating_cancels_the_response(talker, utterance):
         created = until(ws, "response.created")[-1]["response"]["id"]
         stream(ws, utterance[onset:])  # the next 150 ms of speech interrupt the reply being generated
         events = until(ws, "output_audio_buffer.cleared")
-        done = next(e for e in events if e["type"] == "response.done" and e["response"]["id"] == created)
+        assert events[-1]["response_id"] == created
+        events += until(ws, "response.done")
+        done = events[-1]
+        assert done["response"]["id"] == created
+        # nothing of the cancelled reply is sent after the client was told to flush
+        flushed = next(i for i, e in enumerate(events) if e["type"] == "output_audio_buffer.cleared")
+        assert not any(e["type"] == "response.audio.delta" for e in events[flushed:])
         assert done["response"]["status"] == "cancelled"
         assert done["response"]["status_details"]["reason"] == "turn_detected"
         assert done["response"]["usage"]["decode_steps"] < 60  # the full reply takes more than 60 steps
@@ -268,6 +274,11 @@ def test_bad_events_get_errors_and_the_session_survives(client):
             (json.dumps({"type": "session.update", "session": {"turn_detection": {"type": "magic"}}}), "invalid_event"),
             (json.dumps({"type": "session.update", "session": {"max_response_steps": 10 ** 9}}), "invalid_event"),
             (json.dumps({"type": "response.cancel"}), "invalid_state"),
+            ('{"type": "conversation.item.truncate", "item_id": "x", "audio_end_ms": NaN}', "invalid_state"),
+            ('{"type": "session.update", "session": {"max_response_steps": 1' + "0" * 5000 + "}}", "invalid_json"),
+            (json.dumps({"type": "conversation.item.create", "item": {"id": "item_1", "type": "message", "role": "user",
+                                                                      "content": [{"type": "input_text", "text": "x"}]}}),
+             "invalid_event"),
         ]
         for message, code in cases:
             ws.send_text(message)
@@ -385,6 +396,10 @@ def test_server_config_names_bad_settings(tmp_path):
     bad.write_text("max_sessions: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         ServerConfig.load(bad)
+    with pytest.raises(ConfigError, match="allowed_origins must be a list"):
+        ServerConfig.from_dict({"allowed_origins": "https://app.example.com"})
+    with pytest.raises(ConfigError, match="vad_threshold"):
+        ServerConfig.from_dict({"vad_threshold": 0.1})
     good = tmp_path / "c.json"
     good.write_text(json.dumps({"max_sessions": 3, "turn_detection": "semantic_vad"}))
     assert ServerConfig.load(good, port=9).max_sessions == 3
@@ -430,3 +445,40 @@ def test_semantic_vad_joins_unfinished_turns_and_obeys_wait(client, app, utteran
             assert len(session.conv.history) == 2
     finally:
         backend.turn_detector = saved
+
+
+def test_sdk_defaults_ga_nesting_and_session_clock(client, utterance):
+    """An SDK's default voice and transcription model are accepted; a GA update's nested
+    turn_detection applies; VAD times count from the start of the session's audio."""
+    with open_session(client) as (ws, _):
+        ws.send_json({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None, "transcription": {"model": "whisper-1"}},
+                                          "output": {"voice": "alloy"}}}})
+        s = until(ws, "session.updated")[-1]["session"]
+        assert s["turn_detection"] is None and s["voice"] is None and s["event_names"] == "ga"
+        assert s["input_audio_transcription"] == {"model": "slm"}  # no Whisper configured: the model's own ASR
+        stream(ws, np.zeros(16000 * 3, np.float32))  # 3 s into the buffer (manual mode)
+        ws.send_json({"type": "input_audio_buffer.clear"})
+        until(ws, "input_audio_buffer.cleared")
+        ws.send_json({"type": "session.update", "session": {"turn_detection": {"type": "server_vad"},
+                                                            "input_audio_transcription": None}})
+        until(ws, "session.updated")
+        stream(ws, utterance)
+        started = until(ws, "input_audio_buffer.speech_started")[-1]
+        assert 3300 <= started["audio_start_ms"] <= 3700  # 3 s before this VAD existed + ~0.5 s of silence
+
+
+def test_rest_refuses_audio_bombs(speaking_checkpoint, tmp_path):
+    """A small compressed upload that would decode to hours of audio is refused from its header."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000 * 400, np.int16), 16000, format="FLAC")  # 400 s of silence, a few KB
+    assert len(buf.getvalue()) < 200_000
+    with TestClient(create_app(speaking_checkpoint, config=ServerConfig(library=str(tmp_path / "v.db")))) as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": ("long.flac", buf.getvalue(), "audio/flac")})
+        assert r.status_code == 413 and "limit is 300 s" in r.json()["detail"]
+        r = c.get("/v1/voices", headers={"origin": "http://evil.example"})
+        assert r.status_code == 200  # no allowed_origins configured: any origin
