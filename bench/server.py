@@ -62,17 +62,10 @@ UTTERANCES = [
 
 # -- setup --------------------------------------------------------------------------------
 def build_checkpoint(root: Path) -> Path:
-    """The tiny random model with a nano codec fitted 2 iterations (as tests/server/conftest.py)."""
-    from qinyu.audio.espeak import espeak
-    from qinyu.codec import NanoCodec
-    from qinyu.model import new_checkpoint
+    """The tiny random model with a nano codec fitted 2 iterations (qinyu.demo.speaking_checkpoint)."""
+    from qinyu.demo import speaking_checkpoint
 
-    ck = new_checkpoint(root / "tiny")
-    NanoCodec.fit([espeak("one two three four", voice="en-us")], iterations=2).save(ck / "codec")
-    cfg = json.loads((ck / "config.json").read_text())
-    cfg["codec"] = {"type": "nano", "path": "codec"}
-    (ck / "config.json").write_text(json.dumps(cfg))
-    return ck
+    return speaking_checkpoint(root / "tiny")
 
 
 @dataclass

@@ -94,8 +94,14 @@ def cmd_new_checkpoint(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise SystemExit(f"error: {out} exists and is not empty (use --force to overwrite)")
-    new_checkpoint(out, preset=args.preset, seed=args.seed)
-    print(f"wrote an UNTRAINED {args.preset} checkpoint (random initialisation, seed {args.seed}) to {out}")
+    if args.with_codec:
+        from .demo import speaking_checkpoint
+
+        speaking_checkpoint(out, preset=args.preset, seed=args.seed)
+    else:
+        new_checkpoint(out, preset=args.preset, seed=args.seed)
+    print(f"wrote an UNTRAINED {args.preset} checkpoint (random initialisation, seed {args.seed}"
+          f"{', with a quickly fitted nano codec' if args.with_codec else ''}) to {out}")
     return 0
 
 
@@ -394,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.add_argument("--with-codec", action="store_true", help="also fit a nano codec (seconds) so the model can speak: "
+                   "for wiring the server, the web page and the harness before a trained model exists")
     p.set_defaults(func=cmd_new_checkpoint)
 
     p = sub.add_parser("convert", help="write an official VITA-QinYu folder (8B or 4B) as a qinyu checkpoint")

@@ -1,11 +1,12 @@
-"""``qinyu demo``: the best end-to-end run available until qinyu-nano ships.
+"""``qinyu demo``: the best end-to-end run available until qinyu-nano ships, and small
+helpers shared by tests and benchmarks.
 
-There is no trained speech model in this repository yet, so the demo says so and
-shows what the foundation does on its own: it builds a tiny untrained hybrid LM,
-renders a handful of spoken conversations (text + user-speech features + speaker
-vectors + 8-codebook assistant audio, interleaved 1/8/4/8 with the delay pattern),
-trains the model on them until it reproduces every text token and every codebook,
-and saves the result.
+There is no trained speech model in this repository yet, so the demo says so and runs
+the whole recipe at toy scale (``run_demo``): synthesise spoken dialogues with
+espeak-ng, fit the nano codec, prepare the data, train the tiny hybrid LM through
+stages 0, 1 and 2, then talk to it with recordings in a voice it never heard.
+``synthetic_batch``/``overfit`` build and memorise rendered conversations;
+``speaking_checkpoint`` writes an untrained model that can already speak.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .layout import AssistantSpeech, UserSpeech, byte_tokenizer, render, with_voice_prompt
+from .layout import AssistantSpeech, UserSpeech, render, with_voice_prompt
 from .layout import TokenLayout
-from .model import QinYuForConditionalGeneration, collate, preset_config
+from .model import collate
 from .model.metrics import teacher_forced_accuracy
 
 REPLIES = ["Hello there!", "I can sing, too.", "It is sunny today.", "Nice to meet you."]
@@ -66,6 +67,25 @@ def overfit(model, batch, steps: int = 300, lr: float = 3e-3, target: float = 0.
         out = model(**batch)
     acc = teacher_forced_accuracy(out.logits, batch["labels"], batch["audio_labels"], model.layout)
     return acc, history
+
+
+def speaking_checkpoint(out, preset: str = "tiny", seed: int = 0) -> Path:
+    """A randomly initialised (UNTRAINED) checkpoint that can speak: the preset's model plus a
+    nano codec fitted for two iterations on one espeak-ng utterance and named in its config.
+    Its replies are noise-like but real audio, which is what the engine, server, web page and
+    evaluation harness need to be wired and tested end to end."""
+    import json
+
+    from .audio.espeak import espeak
+    from .codec import NanoCodec
+    from .model import new_checkpoint
+
+    ck = new_checkpoint(out, preset=preset, seed=seed)
+    NanoCodec.fit([espeak("one two three four", voice="en-us")], iterations=2).save(ck / "codec")
+    config = json.loads((ck / "config.json").read_text())
+    config["codec"] = {"type": "nano", "path": "codec"}
+    (ck / "config.json").write_text(json.dumps(config, indent=2))
+    return ck
 
 
 def run_demo(out_dir="demo-out", seed: int = 0) -> dict:

@@ -25,16 +25,9 @@ MAX_STEPS = "16"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny random checkpoint with a quickly fitted nano codec, so it can speak."""
-    from qinyu.audio.espeak import espeak
-    from qinyu.codec import NanoCodec
-    from qinyu.model import new_checkpoint
+    from qinyu.demo import speaking_checkpoint
 
-    ck = new_checkpoint(tmp_path_factory.mktemp("eval-model") / "tiny")
-    NanoCodec.fit([espeak("one two three four", voice="en-us")], iterations=2).save(ck / "codec")
-    cfg = json.loads((ck / "config.json").read_text())
-    cfg["codec"] = {"type": "nano", "path": "codec"}
-    (ck / "config.json").write_text(json.dumps(cfg))
-    return ck
+    return speaking_checkpoint(tmp_path_factory.mktemp("eval-model") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 
@@ -7,17 +5,9 @@ import pytest
 @pytest.fixture(scope="session")
 def speaking_checkpoint(tmp_path_factory):
     """The tiny random model with a (quickly fitted) nano codec, so it can speak."""
-    from qinyu.audio.espeak import espeak
-    from qinyu.codec import NanoCodec
-    from qinyu.model import new_checkpoint
+    from qinyu.demo import speaking_checkpoint
 
-    root = tmp_path_factory.mktemp("speaking")
-    ck = new_checkpoint(root / "tiny")
-    NanoCodec.fit([espeak("one two three four", voice="en-us")], iterations=2).save(ck / "codec")
-    cfg = json.loads((ck / "config.json").read_text())
-    cfg["codec"] = {"type": "nano", "path": "codec"}
-    (ck / "config.json").write_text(json.dumps(cfg))
-    return ck
+    return speaking_checkpoint(tmp_path_factory.mktemp("speaking") / "tiny")
 
 
 @pytest.fixture(scope="session")
