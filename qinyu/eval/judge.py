@@ -21,14 +21,12 @@ for the same treatment.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from ..net import PostError, post_json
 
 
 class ScorerMissing(RuntimeError):
@@ -108,27 +106,13 @@ class Judge:
         return texts
 
     def _post(self, data: bytes) -> bytes:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        def count(attempt: int) -> None:
             self.requests_made += 1
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return response.read()
-            except urllib.error.HTTPError as e:
-                detail = e.read()[:200]
-                if e.code == 429 or e.code >= 500:  # overloaded or broken for now: worth retrying
-                    last = f"HTTP {e.code} {detail!r}"
-                    continue
-                raise JudgeError(f"judge {self.url}: HTTP {e.code} {e.reason}: {detail!r}") from None
-            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, DNS
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise JudgeError(f"judge {self.url}: no answer after {self.retries + 1} attempts; last error: {last}")
+
+        try:
+            return post_json(self.url, data, self.api_key, self.retries, self.backoff_s, self.timeout_s, count)
+        except PostError as e:
+            raise JudgeError(f"judge {self.url}: {e}") from None
 
     # -- cache --------------------------------------------------------------------------
     def _cache_key(self, messages: list[dict], sample: int) -> str:

@@ -95,7 +95,7 @@ def test_unreachable_endpoint_after_retries():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     j = Judge(f"http://127.0.0.1:{port}/v1", "m", retries=2, backoff_s=0.01, timeout_s=2)
-    with pytest.raises(JudgeError, match=f"127.0.0.1:{port}/v1/chat/completions.*3 attempts"):
+    with pytest.raises(JudgeError, match=f"127.0.0.1:{port}/v1/chat/completions.*3 attempt"):
         j.chat("s", "u")
     assert j.requests_made == 3
 
@@ -111,7 +111,7 @@ def test_server_error_then_success_is_retried(server):
 
 def test_client_error_is_not_retried(server):
     server.script = [(401, '{"error": "bad key"}')]
-    with pytest.raises(JudgeError, match=r"chat/completions: HTTP 401.*bad key"):
+    with pytest.raises(JudgeError, match=r"chat/completions: refused the request: HTTP 401.*bad key"):
         judge(server).chat("s", "u")
     assert len(server.requests) == 1
 

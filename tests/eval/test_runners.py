@@ -371,7 +371,7 @@ def test_c3_end_to_end(tiny, speech, tmp_path, judge):
     assert rep3["generated"] == 0
     assert row(rep3, "Semantic acc. (%)", "english")["failed"] == 2
     assert row(rep3, "Semantic acc. (%)", "english")["value"] == 0.0
-    assert all("no answer after 1 attempts" in v["reason"] for k, v in items(out).items()
+    assert all("failed after 1 attempt(s)" in v["reason"] for k, v in items(out).items()
                if v["status"] != "ok" and "semantic" in k)
 
 

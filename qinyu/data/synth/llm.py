@@ -24,9 +24,9 @@ import random
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from ...net import PostError, post_json
 
 
 class LLMError(RuntimeError):
@@ -121,40 +121,26 @@ class OpenAIChat:
         return text
 
     def _post(self, body: dict) -> str:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.retries + 1):
+        def before(attempt: int) -> None:
             if attempt:
                 self.stats["retries"] += 1
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
             self.limiter.wait()
             self.stats["requests"] += 1
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as e:
-                detail = e.read()[:300].decode(errors="replace")
-                last = f"HTTP {e.code}: {detail}"
-                if e.code == 429 or e.code >= 500:
-                    continue
-                raise LLMError(f"LLM endpoint {self.url} refused the request: {last}") from None
-            except (urllib.error.URLError, OSError) as e:  # refused, DNS, timeout
-                last = f"unreachable ({getattr(e, 'reason', e)})"
-                continue
-            try:
-                reply = json.loads(raw)
-                text = reply["choices"][0]["message"]["content"]
-            except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise LLMError(f"LLM endpoint {self.url} answered something that is not a chat completion: "
-                               f"{raw[:200]!r}") from None
-            if not isinstance(text, str):
-                raise LLMError(f"LLM endpoint {self.url} answered a non-text message: {text!r}")
-            return text
-        raise LLMError(f"LLM endpoint {self.url} failed after {self.retries + 1} attempt(s): {last}")
+
+        try:
+            raw = post_json(self.url, json.dumps(body).encode(), self.api_key, self.retries, self.backoff_s,
+                            self.timeout_s, before)
+        except PostError as e:
+            raise LLMError(f"LLM endpoint {self.url} {e}") from None
+        try:
+            reply = json.loads(raw)
+            text = reply["choices"][0]["message"]["content"]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise LLMError(f"LLM endpoint {self.url} answered something that is not a chat completion: "
+                           f"{raw[:200]!r}") from None
+        if not isinstance(text, str):
+            raise LLMError(f"LLM endpoint {self.url} answered a non-text message: {text!r}")
+        return text
 
 
 class TemplateBackend:

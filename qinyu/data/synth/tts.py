@@ -20,12 +20,11 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+
+from ...net import PostError, post_json
 
 
 class TTSError(RuntimeError):
@@ -175,34 +174,20 @@ class HTTPInstructTTS:
         if not text or not text.strip():
             raise TTSError(f"instruct TTS {self.url}: empty text")
         body = json.dumps({"text": text, "instruction": instruction or voice.description}).encode()
-        headers = {"Content-Type": "application/json", "Accept": "audio/wav", **self.headers}
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    data = response.read()
-            except urllib.error.HTTPError as e:
-                detail = e.read()[:200].decode(errors="replace")
-                last = f"HTTP {e.code}: {detail}"
-                if e.code >= 500 or e.code == 429:
-                    continue
-                raise TTSError(f"instruct TTS {self.url} refused {text[:60]!r}: {last}") from None
-            except (urllib.error.URLError, OSError) as e:
-                last = f"unreachable ({getattr(e, 'reason', e)})"
-                continue
-            try:
-                wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-            except Exception as e:  # soundfile raises several types for non-audio bytes
-                raise TTSError(f"instruct TTS {self.url} did not return a wav for {text[:60]!r}: {e}") from None
-            if wav.ndim == 2:
-                wav = wav.mean(axis=1)
-            if wav.size == 0:
-                raise TTSError(f"instruct TTS {self.url} returned an empty wav for {text[:60]!r}")
-            return wav.astype(np.float32), int(sr)
-        raise TTSError(f"instruct TTS {self.url} failed on {text[:60]!r} after {self.retries + 1} attempt(s): {last}")
+        try:
+            data = post_json(self.url, body, None, self.retries, self.backoff_s, self.timeout_s,
+                             headers={"Accept": "audio/wav", **self.headers})
+        except PostError as e:
+            raise TTSError(f"instruct TTS {self.url} on {text[:60]!r}: {e}") from None
+        try:
+            wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        except Exception as e:  # soundfile raises several types for non-audio bytes
+            raise TTSError(f"instruct TTS {self.url} did not return a wav for {text[:60]!r}: {e}") from None
+        if wav.ndim == 2:
+            wav = wav.mean(axis=1)
+        if wav.size == 0:
+            raise TTSError(f"instruct TTS {self.url} returned an empty wav for {text[:60]!r}")
+        return wav.astype(np.float32), int(sr)
 
 
 def make_tts(kind: str, url: str | None = None, **kw):

@@ -217,7 +217,7 @@ def test_tts_failure_on_one_item_is_recorded_and_filled_later(tmp_path):
         summary = run_job(ConversationPipeline(TemplateBackend(), tts, dialogues=dialogues), tmp_path,
                           progress=False)
     assert (summary.made, summary.failed) == (2, 1)
-    assert summary.failures[0][0] == "conv-follow" and f"instruct TTS {server.url}/tts failed on" in \
+    assert summary.failures[0][0] == "conv-follow" and f"instruct TTS {server.url}/tts on" in \
         summary.failures[0][1]
     assert_valid(tmp_path, 2)
     with TTSServer() as server:

@@ -68,10 +68,10 @@ def test_http_instruct_tts():
         assert server.requests[-1]["body"] == {"text": "Hello there.", "instruction": "A calm voice."}
         tts.synthesize("Hi.", Voice("x"), instruction="Speak sadly.")
         assert server.requests[-1]["body"]["instruction"] == "Speak sadly."
-        with pytest.raises(TTSError, match=rf"{server.url}/tts failed on 'BROKEN line' after 2 attempt.*HTTP 500"):
+        with pytest.raises(TTSError, match=rf"{server.url}/tts on 'BROKEN line': failed after 2 attempt.*HTTP 500"):
             tts.synthesize("BROKEN line", Voice("x"))
         with pytest.raises(TTSError, match=rf"{server.url}/tts did not return a wav"):
             tts.synthesize("not audio", Voice("x"))
     url = f"http://127.0.0.1:{free_port()}/tts"
-    with pytest.raises(TTSError, match=rf"{url} failed .* unreachable"):
+    with pytest.raises(TTSError, match=rf"{url} on .*failed .* unreachable"):
         HTTPInstructTTS(url, retries=0).synthesize("hello", Voice("x"))
