@@ -482,3 +482,19 @@ def test_rest_refuses_audio_bombs(speaking_checkpoint, tmp_path):
         assert r.status_code == 413 and "limit is 300 s" in r.json()["detail"]
         r = c.get("/v1/voices", headers={"origin": "http://evil.example"})
         assert r.status_code == 200  # no allowed_origins configured: any origin
+
+
+def test_a_plain_new_checkpoint_serves_text_only(tmp_path, utterance):
+    """`qinyu new-checkpoint --preset tiny` has no codec: the realtime session still hears speech
+    and answers with text (no audio deltas, modalities say so)."""
+    from qinyu.model import new_checkpoint
+
+    ck = new_checkpoint(tmp_path / "plain")
+    with TestClient(create_app(ck, config=ServerConfig(library=str(tmp_path / "v.db")))) as c:
+        with open_session(c, max_response_steps=12) as (ws, s):
+            assert s["modalities"] == ["text"] and s["output_audio_sample_rate"] is None
+            stream(ws, utterance)
+            events = until(ws, "response.done")
+            types = [e["type"] for e in events]
+            assert "input_audio_buffer.speech_stopped" in types and "response.audio.delta" not in types
+            assert events[-1]["response"]["usage"]["decode_steps"] == 12
