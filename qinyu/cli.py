@@ -482,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.synth.cli import add_synth_parser  # `qinyu data synth conversation|roleplay|singing`
 
     add_synth_parser(dsub)
+    from .nano.cli import add_corpus_parser  # `qinyu data nano-corpus`
+
+    add_corpus_parser(dsub)
 
     p = sub.add_parser("train", help="train with a recipe (torchrun for several processes)")
     p.add_argument("--recipe", required=True, help="recipe YAML")

@@ -66,6 +66,10 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_eval_report)
 
+    from ..nano.cli import add_eval_nano_parser  # `qinyu eval nano` (the nano corpus's held-out split)
+
+    add_eval_nano_parser(esub)
+
 
 def options_from_args(args):
     """RunOptions from parsed arguments; bad combinations are errors naming the flag."""
