@@ -44,17 +44,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.synth.conversation import ConversationPipeline, speakable
-from ..data.synth.job import Item, Skip, run_job
-from ..data.synth.llm import LLMError, TemplateBackend, parse_json_reply
-from ..data.synth.profiles import CHARACTERS_BY_KEY, FRAMES, Character
+from ..data.synth.conversation import ConversationPipeline
+from ..data.synth.job import Item, run_job
+from ..data.synth.llm import LLMError, TemplateBackend
+from ..data.synth.profiles import CHARACTERS_BY_KEY, FRAMES
 from ..data.synth.roleplay import RoleplayPipeline
-from ..data.synth.singing import REQUEST_PROMPT, SINGING_VOICES, SingingPipeline, load_song
+from ..data.synth.singing import SINGING_VOICES, SingingPipeline
 from ..data.synth.songs import builtin_songs
 from ..data.synth.sources import number_words
-from ..data.synth.svs import SongError, pitch_accuracy
 from ..data.synth.templates import REQUESTS, SCENARIOS
-from ..data.synth.tts import EspeakTTS
+from ..data.synth.tts import EspeakTTS, Voice
 from ..data.synth.voices import ASSISTANT_VOICES, USER_VOICES
 from . import DEFAULT_CORPUS
 
@@ -542,36 +541,14 @@ class NanoConversation(ConversationPipeline):
     def items(self) -> list[Item]:
         return self.plan
 
-    def make(self, item: Item, out) -> list[dict]:
-        spec = item.spec
-        dialogue = spec["dialogue"]
-        reason = speakable(dialogue, self.max_words)
-        if reason:
-            raise Skip(f"filtered: {reason}")
-        score, why = self.score(dialogue)
-        if score < self.min_score:
-            raise Skip(f"score {score} < {self.min_score}: {why}")
-        spoken = self.rewrite(dialogue, "en")
-        user = USER_VOICES_BY_NAME[spec["user_voice"]]
-        assistant = ASSISTANT_VOICES["en"]
-        messages, audios, transcripts = [], [], []
-        for i, turn in enumerate(spoken):
-            if turn["role"] == "user":
-                wav, sr = self.tts.synthesize(turn["text"], user)
-                audios.append(out.save_wav(f"user{i:02d}", wav, sr))
-                transcripts.append(turn["text"])
-                messages.append({"role": "user", "content": AUDIO_TAG})
-            elif i == len(spoken) - 1:
-                wav, sr = self.tts.synthesize(turn["text"], assistant)
-                audios.append(out.save_wav("reply", wav, sr))
-                transcripts.append(turn["text"])
-                messages.append({"role": "assistant", "content": turn["text"] + AUDIO_TAG})
-            else:
-                messages.append({"role": "assistant", "content": turn["text"]})
-        return [{"id": item.id, "task": "chat", "messages": messages, "audios": audios,
-                 "meta": {"language": "en", "score": score, "user_voice": user.name, "voice": assistant.name,
-                          "transcripts": transcripts, "written": [t["text"] for t in dialogue],
-                          "nano": {**spec["nano"], "user_voices": [user.name]}}}]
+    def user_voice_for(self, item: Item) -> Voice:
+        # the plan picks the voice, so the held-out split can keep some voices to itself
+        return USER_VOICES_BY_NAME[item.spec["user_voice"]]
+
+    def sample_meta(self, item: Item, meta: dict) -> dict:
+        # the corpus calls the assistant's voice "voice" (as its TTS samples do), in the same place
+        meta = {("voice" if k == "assistant_voice" else k): v for k, v in meta.items()}
+        return {**meta, "nano": {**item.spec["nano"], "user_voices": [meta["user_voice"]]}}
 
 
 class NanoRoleplay(RoleplayPipeline):
@@ -586,52 +563,25 @@ class NanoRoleplay(RoleplayPipeline):
     def items(self) -> list[Item]:
         return self.plan
 
-    def make(self, item: Item, out) -> list[dict]:
-        spec = item.spec
-        character = Character(**spec["character"])
-        descriptions = self.descriptions(character)
-        if spec["paraphrase"] >= len(descriptions):
-            raise LLMError(f"paraphrase: {len(descriptions)} paraphrases, the plan needs number {spec['paraphrase']}")
-        description = descriptions[spec["paraphrase"]]
-        lines = self.script(character, spec["scenario"], spec["turns"])
-        user = USER_VOICES_BY_NAME[spec["user_voice"]]
-        voice = character.voice()
-        system = (f"Your Name: {character.name}\nYour Role Description: You are {character.persona}, at home at "
-                  f"{character.place}, and you love {character.hobby}. Your voice: {description}")
-        audio = []
-        for i, line in enumerate(lines):
-            if line["speaker"] == "user":
-                wav, sr = self.tts.synthesize(line["text"], user)
-            else:
-                tag = f" Speak {line['tag']}." if line["tag"] else ""
-                wav, sr = self.tts.synthesize(line["text"], voice, instruction=f"{description}{tag}")
-            audio.append(out.save_wav(f"{i:02d}-{line['speaker']}", wav, sr))
-        samples = []
-        for j, line in enumerate(lines):
-            if line["speaker"] != "character" or not any(ln["speaker"] == "user" for ln in lines[:j]):
-                continue  # a greeting before the user says anything has no context to answer
-            messages, audios, transcripts = [{"role": "system", "content": system}], [], []
-            for i in range(j + 1):
-                if lines[i]["speaker"] == "user":
-                    messages.append({"role": "user", "content": AUDIO_TAG})
-                    audios.append(audio[i])
-                    transcripts.append(lines[i]["text"])
-                elif i == j:
-                    messages.append({"role": "assistant", "content": lines[i]["text"] + AUDIO_TAG})
-                    audios.append(audio[i])
-                    transcripts.append(lines[i]["text"])
-                else:
-                    messages.append({"role": "assistant", "content": lines[i]["text"]})
-            samples.append({"id": f"{item.id}-{j:02d}", "task": "roleplay", "messages": messages, "audios": audios,
-                            "meta": {"character": character.key, "voice": character.key,
-                                     "attributes": character.attributes(), "description": description,
-                                     "paraphrase": spec["paraphrase"], "scenario": spec["scenario"],
-                                     "tag": line["tag"], "turn": j, "script_turns": len(lines),
-                                     "user_voice": user.name, "transcripts": transcripts,
-                                     "nano": {**spec["nano"], "user_voices": [user.name]}}})
-        if not samples:
-            raise LLMError("script: no character line follows a user line")
-        return samples[:spec["keep_lines"]] if spec.get("keep_lines") else samples
+    def user_voice_for(self, item: Item) -> Voice:
+        return USER_VOICES_BY_NAME[item.spec["user_voice"]]
+
+    def description_for(self, descriptions: list[str], item: Item) -> str:
+        # the split holds paraphrase numbers out: wrapping round to another number would leak one
+        k = item.spec["paraphrase"]
+        if k >= len(descriptions):
+            raise LLMError(f"paraphrase: {len(descriptions)} paraphrases, the plan needs number {k}")
+        return descriptions[k]
+
+    def sample_meta(self, item: Item, meta: dict) -> dict:
+        # each character has its own voice, named like the character, right after it
+        return {"character": meta["character"], "voice": meta["character"], **meta,
+                "nano": {**item.spec["nano"], "user_voices": [meta["user_voice"]]}}
+
+    def keep_samples(self, item: Item, samples: list[dict]) -> list[dict]:
+        # the plan's keep_lines: held-out items keep only their first character lines
+        keep = item.spec.get("keep_lines")
+        return samples[:keep] if keep else samples
 
 
 class NanoSinging(SingingPipeline):
@@ -645,48 +595,22 @@ class NanoSinging(SingingPipeline):
     def items(self) -> list[Item]:
         return self.plan
 
-    def make(self, item: Item, out) -> list[dict]:
-        spec = item.spec
-        song = load_song(spec)
-        if spec["part"] is not None and not 0 <= spec["part"] < len(song.segments):
-            raise SongError(song.title, [f"segment {spec['part'] + 1} does not exist"])
-        part = song.segments[spec["part"]] if spec["part"] is not None else None
-        sung_part = song.part(part) if part is not None else song
-        if spec["voice"]:
-            voice, voice_words, _ = self.voices[spec["voice"]]
-        else:
-            voice, voice_words = ASSISTANT_VOICES["en"], None
-        payload = json.dumps({"title": song.title, "part": part.name if part else None, "voice": voice_words,
-                              "language": "en", "phrasings": spec["phrasings"]}, ensure_ascii=False)
-        value = parse_json_reply(self.llm.complete(REQUEST_PROMPT, payload, task="song_request"), "song request")
-        request = value.get("request") if isinstance(value, dict) else None
-        if not isinstance(request, str) or not request.strip():
-            raise LLMError(f"song request: expected {{\"request\": text}}, got {str(value)[:200]}")
-        phrasing = str(value.get("phrasing", ""))
-        asker = USER_VOICES_BY_NAME[spec["user_voice"]]
-        wav, sr = self.tts.synthesize(request, asker)
-        request_path = out.save_wav("request", wav, sr)
-        singing, rate, sung = self.singer.sing(sung_part, voice)
-        accuracy, frames = pitch_accuracy(singing, rate, sung)
-        if accuracy < self.min_pitch_accuracy:
-            raise SongError(song.title, [f"sung pitch accuracy {accuracy:.2f} is below {self.min_pitch_accuracy} "
-                                         f"({frames} voiced frames)"])
-        song_path = out.save_wav("song", singing, rate)
-        lyrics = sung.lyrics().replace("\n", ", ")
-        nano = {**spec["nano"], "phrasings": [phrasing], "user_voices": [asker.name]}
-        return [{"id": item.id, "task": "singing",
-                 "messages": [{"role": "user", "content": AUDIO_TAG},
-                              {"role": "assistant", "content": lyrics + AUDIO_TAG}],
-                 "audios": [request_path, song_path],
-                 "meta": {"song": song.key, "title": song.title, "language": "en",
-                          "part": part.name if part else "the whole song", "segment": spec["part"],
-                          "voice": voice.name, "voice_words": voice_words, "request": request,
-                          "phrasing": phrasing, "user_voice": asker.name,
-                          "transpose": sung.notes[0].pitch - sung_part.notes[0].pitch,
-                          "pitch_accuracy": round(accuracy, 4),
-                          "notes": [[n.pitch, round(n.start, 4), round(n.duration, 4), n.lyric] for n in sung.notes],
-                          "words": [[w, round(s, 4), round(d, 4)] for w, s, d in sung.words()],
-                          "transcripts": [request, lyrics], "nano": nano}}]
+    def user_voice_for(self, item: Item, language: str) -> Voice:
+        return USER_VOICES_BY_NAME[item.spec["user_voice"]]
+
+    def request_extra(self, item: Item) -> dict:
+        # NanoTemplates phrases the request with one of these templates only
+        return {"phrasings": item.spec["phrasings"]}
+
+    def sample_meta(self, item: Item, meta: dict) -> dict:
+        # the part's number ("segment", None for the whole song) goes right after its name
+        out = {}
+        for k, v in meta.items():
+            out[k] = v
+            if k == "part":
+                out["segment"] = item.spec["part"]
+        out["nano"] = {**item.spec["nano"], "phrasings": [meta["phrasing"]], "user_voices": [meta["user_voice"]]}
+        return out
 
 
 # ======================================================================================

@@ -21,6 +21,7 @@ import re
 
 from .job import Item, Skip
 from .llm import LLMError, parse_json_reply
+from .tts import Voice
 from .voices import ASSISTANT_VOICES, user_voice
 
 SCORE_PROMPT = """You rate text dialogues for a corpus of spoken conversations between a user and a voice assistant.
@@ -105,6 +106,15 @@ class ConversationPipeline:
                            f"{json.dumps(turns, ensure_ascii=False)[:200]}")
         return [{"role": t["role"], "text": str(t["text"]).strip()} for t in turns]
 
+    # hooks: a subclass that plans its items (the nano corpus) overrides these instead of make()
+    def user_voice_for(self, item: Item) -> Voice:
+        """The voice of the user's turns: one of many, picked by the item's id."""
+        return user_voice(item.spec["language"], item.id)
+
+    def sample_meta(self, item: Item, meta: dict) -> dict:
+        """The ``meta`` the sample is written with; a subclass may add its own bookkeeping."""
+        return meta
+
     def make(self, item: Item, out) -> list[dict]:
         dialogue, language = item.spec["dialogue"], item.spec["language"]
         reason = speakable(dialogue, self.max_words)
@@ -114,7 +124,7 @@ class ConversationPipeline:
         if score < self.min_score:
             raise Skip(f"score {score} < {self.min_score}: {why}")
         spoken = self.rewrite(dialogue, language)
-        user = user_voice(language, item.id)
+        user = self.user_voice_for(item)
         assistant = ASSISTANT_VOICES.get(language, ASSISTANT_VOICES["en"])
         messages, audios, transcripts = [], [], []
         for i, turn in enumerate(spoken):
@@ -132,6 +142,6 @@ class ConversationPipeline:
             else:
                 messages.append({"role": "assistant", "content": turn["text"]})
         return [{"id": item.id, "task": "chat", "messages": messages, "audios": audios,
-                 "meta": {"language": language, "score": score, "user_voice": user.name,
-                          "assistant_voice": assistant.name, "transcripts": transcripts,
-                          "written": [t["text"] for t in dialogue]}}]
+                 "meta": self.sample_meta(item, {"language": language, "score": score, "user_voice": user.name,
+                                                 "assistant_voice": assistant.name, "transcripts": transcripts,
+                                                 "written": [t["text"] for t in dialogue]})}]

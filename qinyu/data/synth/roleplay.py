@@ -24,6 +24,7 @@ from .job import Item
 from .llm import LLMError, parse_json_reply
 from .profiles import CHARACTERS, Character
 from .templates import SCENARIOS, TAGS
+from .tts import Voice
 from .voices import user_voice
 
 PARAPHRASE_PROMPT = """You write descriptions of a speaking voice for a voice-design dataset.
@@ -102,13 +103,30 @@ class RoleplayPipeline:
         return [{"speaker": ln["speaker"], "text": str(ln["text"]).strip(), "tag": str(ln.get("tag") or "")}
                 for ln in lines]
 
+    # hooks: a subclass that plans its items (the nano corpus) overrides these instead of make()
+    def user_voice_for(self, item: Item) -> Voice:
+        """The voice of the user's lines: one of many, picked by the item's id."""
+        return user_voice("en", item.id)
+
+    def description_for(self, descriptions: list[str], item: Item) -> str:
+        """The item's wording of the voice; the LLM may give fewer than asked, so it wraps round."""
+        return descriptions[item.spec["paraphrase"] % len(descriptions)]
+
+    def sample_meta(self, item: Item, meta: dict) -> dict:
+        """The ``meta`` a sample is written with; a subclass may add its own bookkeeping."""
+        return meta
+
+    def keep_samples(self, item: Item, samples: list[dict]) -> list[dict]:
+        """The samples (one per answered character line) the item keeps: all of them."""
+        return samples
+
     def make(self, item: Item, out) -> list[dict]:
         spec = item.spec
         character = Character(**spec["character"])
         descriptions = self.descriptions(character)
-        description = descriptions[spec["paraphrase"] % len(descriptions)]
+        description = self.description_for(descriptions, item)
         lines = self.script(character, spec["scenario"], spec["turns"])
-        user = user_voice("en", item.id)
+        user = self.user_voice_for(item)
         voice = character.voice()
         system = (f"Your Name: {character.name}\nYour Role Description: You are {character.persona}, at home at "
                   f"{character.place}, and you love {character.hobby}. Your voice: {description}")
@@ -138,11 +156,11 @@ class RoleplayPipeline:
                 else:
                     messages.append({"role": "assistant", "content": lines[i]["text"]})
             samples.append({"id": f"{item.id}-{j:02d}", "task": "roleplay", "messages": messages, "audios": audios,
-                            "meta": {"character": character.key, "attributes": character.attributes(),
-                                     "description": description, "paraphrase": spec["paraphrase"],
-                                     "scenario": spec["scenario"], "tag": line["tag"], "turn": j,
-                                     "script_turns": len(lines), "user_voice": user.name,
-                                     "transcripts": transcripts}})
+                            "meta": self.sample_meta(item, {
+                                "character": character.key, "attributes": character.attributes(),
+                                "description": description, "paraphrase": spec["paraphrase"],
+                                "scenario": spec["scenario"], "tag": line["tag"], "turn": j,
+                                "script_turns": len(lines), "user_voice": user.name, "transcripts": transcripts})})
         if not samples:
             raise LLMError("script: no character line follows a user line")
-        return samples
+        return self.keep_samples(item, samples)

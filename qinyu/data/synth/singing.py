@@ -129,13 +129,28 @@ class SingingPipeline:
             items.append(Item(f"sing-{key}-part{k + 1}-{v2}", {**spec, "part": k, "voice": v2}))
         return items
 
-    def request(self, title: str, part: str | None, voice: str | None, language: str) -> tuple[str, str]:
-        payload = json.dumps({"title": title, "part": part, "voice": voice, "language": language}, ensure_ascii=False)
+    def request(self, title: str, part: str | None, voice: str | None, language: str,
+                extra: dict | None = None) -> tuple[str, str]:
+        payload = json.dumps({"title": title, "part": part, "voice": voice, "language": language, **(extra or {})},
+                             ensure_ascii=False)
         value = parse_json_reply(self.llm.complete(REQUEST_PROMPT, payload, task="song_request"), "song request")
         text = value.get("request") if isinstance(value, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise LLMError(f"song request: expected {{\"request\": text}}, got {str(value)[:200]}")
         return text.strip(), str(value.get("phrasing", ""))
+
+    # hooks: a subclass that plans its items (the nano corpus) overrides these instead of make()
+    def user_voice_for(self, item: Item, language: str) -> Voice:
+        """The voice that speaks the request: one of many, picked by the item's id."""
+        return user_voice(language, item.id)
+
+    def request_extra(self, item: Item) -> dict:
+        """More fields for the request's LLM payload, after title, part, voice and language: none."""
+        return {}
+
+    def sample_meta(self, item: Item, meta: dict) -> dict:
+        """The ``meta`` the sample is written with; a subclass may add its own bookkeeping."""
+        return meta
 
     def make(self, item: Item, out) -> list[dict]:
         spec = item.spec
@@ -152,8 +167,9 @@ class SingingPipeline:
             voice, voice_words = ASSISTANT_VOICES["en"], None
         if lang == "zh":  # the same formant set, speaking through the Mandarin voice
             voice = replace(voice, language="zh", espeak="cmn-latn-pinyin")
-        request, phrasing = self.request(song.title, part.name if part else None, voice_words, lang)
-        asker = user_voice(lang, item.id)
+        request, phrasing = self.request(song.title, part.name if part else None, voice_words, lang,
+                                         self.request_extra(item))
+        asker = self.user_voice_for(item, lang)
         wav, sr = self.tts.synthesize(request, asker)
         request_path = out.save_wav("request", wav, sr)
         singing, rate, sung = self.singer.sing(sung_part, voice)
@@ -167,11 +183,12 @@ class SingingPipeline:
                  "messages": [{"role": "user", "content": "<|audio|>"},
                               {"role": "assistant", "content": lyrics + "<|audio|>"}],
                  "audios": [request_path, song_path],
-                 "meta": {"song": song.key, "title": song.title, "language": lang,
-                          "part": part.name if part else "the whole song", "voice": voice.name,
-                          "voice_words": voice_words, "request": request, "phrasing": phrasing,
-                          "user_voice": asker.name, "transpose": sung.notes[0].pitch - sung_part.notes[0].pitch,
-                          "pitch_accuracy": round(accuracy, 4),
-                          "notes": [[n.pitch, round(n.start, 4), round(n.duration, 4), n.lyric] for n in sung.notes],
-                          "words": [[w, round(s, 4), round(d, 4)] for w, s, d in sung.words()],
-                          "transcripts": [request, lyrics]}}]
+                 "meta": self.sample_meta(item, {
+                     "song": song.key, "title": song.title, "language": lang,
+                     "part": part.name if part else "the whole song", "voice": voice.name,
+                     "voice_words": voice_words, "request": request, "phrasing": phrasing,
+                     "user_voice": asker.name, "transpose": sung.notes[0].pitch - sung_part.notes[0].pitch,
+                     "pitch_accuracy": round(accuracy, 4),
+                     "notes": [[n.pitch, round(n.start, 4), round(n.duration, 4), n.lyric] for n in sung.notes],
+                     "words": [[w, round(s, 4), round(d, 4)] for w, s, d in sung.words()],
+                     "transcripts": [request, lyrics]})}]
