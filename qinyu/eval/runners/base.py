@@ -450,6 +450,25 @@ class Run:
     def limited(self, items: list) -> list:
         return items if self.options.limit is None else items[: self.options.limit]
 
+    def select_subsets(self, found: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """The (name, value) pairs the run's ``--subset`` options ask for (all when none);
+        a name that is not among ``found`` is an error naming what there is."""
+        if not self.options.subsets:
+            return found
+        names = [name for name, _ in found]
+        unknown = set(self.options.subsets) - set(names)
+        if unknown:
+            raise RunnerError(f"--subset {', '.join(sorted(unknown))}: not found in {self.data} (found "
+                              f"{', '.join(names)})")
+        return [(name, value) for name, value in found if name in self.options.subsets]
+
+    def save_reply_audio(self, rel: str, reply) -> list[str]:
+        """Write a reply's speech (if it has any) under the output folder; its relative path, or nothing."""
+        if reply.audio is None:
+            return []
+        atomic_write_wav(self.out / rel, reply.audio, reply.sample_rate)
+        return [rel]
+
     # -- generation ------------------------------------------------------------------
     def generate(self, items: list["Item"], store: ItemStore, turns: Callable[["Item"], int],
                  build: Callable[["Item", int, list[Reply], Any], Any], save: Callable[["Item", list[Reply]], dict],

@@ -38,7 +38,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import (Item, ItemError, ItemStore, PromptFile, Run, RunnerError, atomic_write_text, atomic_write_wav,
+from .base import (Item, ItemError, ItemStore, PromptFile, Run, RunnerError, atomic_write_text,
                    key_path, load_prompt_file, read_json, reason, score_row)
 
 LANGS = {"english": "en", "chinese": "zh"}
@@ -272,9 +272,7 @@ def run(r: Run, judge_prompts: Path | str | None = None) -> list[dict]:
             base = f"{lang}/{task.folder}/{i}/{j}" if task.subtest == "MultiTurn" else f"{lang}/{task.folder}/{i}"
             atomic_write_text(r.out / f"{base}.txt", rep.text)
             outputs.append(f"{base}.txt")
-            if rep.audio is not None:
-                atomic_write_wav(r.out / f"{base}.wav", rep.audio, rep.sample_rate)
-                outputs.append(f"{base}.wav")
+            outputs += r.save_reply_audio(f"{base}.wav", rep)
         it.data.pop("_turns", None)
         return {"answers": [rep.text for rep in replies], "outputs": outputs}
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Protocol
 
-from .base import (Item, ItemStore, Run, RunnerError, atomic_write_text, atomic_write_wav, read_json, reason,
+from .base import (Item, ItemStore, Run, RunnerError, atomic_write_text, read_json, reason,
                    safe_name, score_row)
 
 ROLE_PLAY_INSTRUCTION = "现在请你扮演一个角色扮演专家。请你根据上述信息扮演{role}进行对话。"
@@ -200,11 +200,8 @@ def run(r: Run) -> list[dict]:
         return session.request(session.user_turn(text=it.data["query"]))
 
     def save(it, replies):
-        rep, outputs = replies[0], []
-        if rep.audio is not None:
-            rel = f"audio/{safe_name(str(it.data['id']))}.wav"
-            atomic_write_wav(r.out / rel, rep.audio, rep.sample_rate)
-            outputs.append(rel)
+        rep = replies[0]
+        outputs = r.save_reply_audio(f"audio/{safe_name(str(it.data['id']))}.wav", rep)
         # transform_format.py: only the first line is scored ("prevent continuous generation")
         return {"model_output": rep.text, "response": rep.text.split("\n")[0], "outputs": outputs}
 

@@ -80,13 +80,7 @@ def run(r: Run) -> list[dict]:
     from ..metrics.wer import error_rate
     from ..normalize import get_normaliser
 
-    lists = find_lists(r.data)
-    if r.options.subsets:
-        unknown = set(r.options.subsets) - {s for s, _ in lists}
-        if unknown:
-            raise RunnerError(f"--subset {', '.join(sorted(unknown))}: not in {r.data} (found "
-                              f"{', '.join(s for s, _ in lists)})")
-        lists = [(s, p) for s, p in lists if s in r.options.subsets]
+    lists = r.select_subsets(find_lists(r.data))
     subsets = {s: r.limited(load_list(s, p)) for s, p in lists}
     langs = {s: _language(s, items) for s, items in subsets.items()}
     # the recognisers are resolved before generating: a missing scorer stops the run at once

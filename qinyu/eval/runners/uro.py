@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import (Item, ItemStore, PromptFile, Run, RunnerError, atomic_write_wav, load_prompt_file, reason,
+from .base import (Item, ItemStore, PromptFile, Run, RunnerError, load_prompt_file, reason,
                    score_row, write_jsonl)
 
 # dataset -> (language, category, mode, published size)
@@ -170,13 +170,7 @@ def run(r: Run, judge_prompts: Path | str | None = None) -> list[dict]:
     from ..normalize import get_normaliser
     from ..scores import uro_dataset_score, uro_repeat_score
 
-    datasets = find_datasets(r.data, r.notes)
-    if r.options.subsets:
-        bad = set(r.options.subsets) - {d for d, _ in datasets}
-        if bad:
-            raise RunnerError(f"--subset {', '.join(sorted(bad))}: not found in {r.data} (found "
-                              f"{', '.join(d for d, _ in datasets)})")
-        datasets = [(d, p) for d, p in datasets if d in r.options.subsets]
+    datasets = r.select_subsets(find_datasets(r.data, r.notes))
     # every scorer is resolved before generating, so a missing one stops the run at once
     judged_modes = {DATASETS[d][2] for d, _ in datasets} - {"wer"}  # Repeat alone is scored by WER only
     prompts = judge = judge_name = None
@@ -202,11 +196,8 @@ def run(r: Run, judge_prompts: Path | str | None = None) -> list[dict]:
         return session.request(model.audio_turn(session, Path(it.data["wav"])), with_history=False)
 
     def save(it, replies):
-        rep, outputs = replies[0], []
-        if rep.audio is not None:
-            rel = f"{it.data['dataset']}/audio/{it.data['index']:04d}.wav"
-            atomic_write_wav(r.out / rel, rep.audio, rep.sample_rate)
-            outputs.append(rel)
+        rep = replies[0]
+        outputs = r.save_reply_audio(f"{it.data['dataset']}/audio/{it.data['index']:04d}.wav", rep)
         return {"text": rep.text, "finished": rep.finished, "outputs": outputs}
 
     rows, by_dataset = [], {}
