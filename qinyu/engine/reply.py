@@ -96,6 +96,9 @@ class ReplyStream:
             self.finished = out.finished
         return events
 
+    def feed_all(self, outputs: list[StepOutput]) -> list[TextDelta | AudioChunk]:
+        return [event for out in outputs for event in self.feed(out)]
+
     def finish(self) -> list[TextDelta | AudioChunk]:
         """The rest once the request has ended: any held-back text and the decoder's tail."""
         events: list[TextDelta | AudioChunk] = []

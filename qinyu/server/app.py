@@ -79,6 +79,17 @@ def _key_matches(given: str | None, key: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), key.encode())
 
 
+def _given_key(headers, query_params) -> str | None:
+    """The API key a client sent: ``Authorization: Bearer KEY`` or ``?api_key=KEY``."""
+    auth = headers.get("authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else query_params.get("api_key")
+
+
+def _origin_refused(config: ServerConfig, origin: str | None) -> bool:
+    """A browser origin outside ``allowed_origins`` (requests without an Origin are not browsers)."""
+    return config.allowed_origins is not None and origin is not None and origin not in config.allowed_origins
+
+
 def create_app(model_dir, library=None, timbre=None, max_steps: int | None = None, config: ServerConfig | None = None,
                max_upload_bytes: int = 25 << 20) -> FastAPI:
     config = config or ServerConfig()
@@ -98,13 +109,11 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
 
     def require_key(request: Request):
         origin = request.headers.get("origin")
-        if config.allowed_origins is not None and origin is not None and origin not in config.allowed_origins:
+        if _origin_refused(config, origin):
             raise HTTPException(403, f"origin {origin} is not allowed by this server")
         if config.api_key is None:
             return
-        auth = request.headers.get("authorization", "")
-        given = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("api_key")
-        if not _key_matches(given, config.api_key):
+        if not _key_matches(_given_key(request.headers, request.query_params), config.api_key):
             raise HTTPException(401, "missing or wrong API key (send 'Authorization: Bearer KEY')")
 
     # -- the page and health ---------------------------------------------------------------
@@ -214,12 +223,11 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
     async def realtime(ws: WebSocket):
         origin = ws.headers.get("origin")
         refused = None  # refusals are sent as an error event then a 1008 close, so clients can show why
-        if config.allowed_origins is not None and origin is not None and origin not in config.allowed_origins:
+        if _origin_refused(config, origin):
             refused = ("origin_not_allowed", f"origin {origin} is not allowed by this server")
         offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         if config.api_key is not None:
-            auth = ws.headers.get("authorization", "")
-            given = auth[7:] if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
+            given = _given_key(ws.headers, ws.query_params)
             for p in offered:
                 if p.startswith(KEY_SUBPROTOCOL):
                     given = p[len(KEY_SUBPROTOCOL):]

@@ -107,11 +107,18 @@ class Backend:
             if not ticket.finished:
                 self.runner.cancel(ticket)
 
+    async def feed(self, reply: ReplyStream, outputs: list[StepOutput]) -> list:
+        """A reply's events for these outputs. Cheap codecs (and text) are decoded inline:
+        a thread hop per step costs more under load than it saves; costly ones in a thread."""
+        if reply.codec is None or reply.codec.cheap_streaming:
+            return reply.feed_all(outputs)
+        return await asyncio.to_thread(reply.feed_all, outputs)
+
     async def complete(self, request: Request, reply: ReplyStream | None = None) -> ReplyStream:
         """Decode a request to its end (text, and audio when the reply stream has a codec)."""
         reply = reply or ReplyStream(self.tokenizer, self.model.layout)
         async for _, items in self.stream(request):
-            await asyncio.to_thread(_feed_all, reply, items)
+            await self.feed(reply, items)
         await asyncio.to_thread(reply.finish)
         return reply
 
@@ -134,10 +141,3 @@ class Backend:
         request = conv.request(turn, with_history=False, with_persona=voice is not None)
         reply = await self.complete(request, self.reply_stream(keep_audio=True))
         return reply.audio()
-
-
-def _feed_all(reply: ReplyStream, items: list[StepOutput]) -> list:
-    events = []
-    for item in items:
-        events += reply.feed(item)
-    return events

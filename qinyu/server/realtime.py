@@ -40,7 +40,7 @@ from ..duplex.vad import SAMPLE_RATE, SpeechStarted, SpeechStopped, StreamingVAD
 from ..engine.engine import EngineError
 from ..engine.reply import AudioChunk, ReplyStream, TextDelta
 from ..engine.session import Persona, Turn
-from .backend import Backend, _feed_all
+from .backend import Backend
 
 GA_NAMES = {
     "response.audio.delta": "response.output_audio.delta",
@@ -619,11 +619,7 @@ class RealtimeSession:
                 if response.cancel_reason:  # interrupted: nothing more is decoded or sent
                     self.backend.runner.cancel(ticket)
                     break
-                if self.backend.codec is None or self.backend.codec.cheap_streaming:
-                    events = _feed_all(reply, outputs)  # cheap: no thread hop per step
-                else:
-                    events = await asyncio.to_thread(_feed_all, reply, outputs)
-                await self._send_reply_events(events, ids, item)
+                await self._send_reply_events(await self.backend.feed(reply, outputs), ids, item)
             if not response.cancel_reason:
                 await self._send_reply_events(await asyncio.to_thread(reply.finish), ids, item)
             if response.cancel_reason:  # even if the engine had already finished: what was heard is what counts
