@@ -31,7 +31,7 @@ import math
 import re
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -99,7 +99,6 @@ class Response:
     cancel_reason: str | None = None
     heard_ms: float | None = None  # the play-out estimate frozen when the response was interrupted
     user_turn: Turn | None = None
-    status_details: dict | None = field(default=None)
 
 
 class RealtimeSession:
@@ -728,12 +727,6 @@ class RealtimeSession:
         except Exception as e:
             traceback.print_exc()
             await self.error("server_error", f"{type(e).__name__}: {e}")
-
-    async def idle(self) -> None:
-        """Wait for the turn work and the response in flight (tests use this)."""
-        while self.tasks or self.response is not None:
-            tasks = list(self.tasks) + ([self.response.task] if self.response and self.response.task else [])
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
         if self.response is not None and self.response.ticket is not None:
