@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench tiny-train install clean
+.PHONY: demo test bench tiny-train speedrun install clean
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ tiny-train: $(STAMP)
 	$(QINYU) train --recipe recipes/tiny/stage1.yaml
 	$(QINYU) train --recipe recipes/tiny/stage2.yaml
 
+# qinyu-nano from nothing on 2 CPU cores (docs/nano.md): corpus -> codec -> tokenizer -> CAM++ -> CMVN ->
+# prepare -> text-to-timbre -> CTC audio encoder -> SLM stages 0/1/2 -> checkpoint -> evaluation.
+# Resumable (re-run to continue); the result is runs/nano/checkpoint with its report.md.
+SPEEDRUN_OUT ?= runs/nano
+speedrun: $(STAMP)
+	$(QINYU) speedrun --out $(SPEEDRUN_OUT)
+
+# The shipped qinyu-nano answers a bundled spoken question, then the voice server serves it.
 demo: $(STAMP)
 	$(VENV)/bin/qinyu demo
 

@@ -377,9 +377,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_toy_demo
 
-    run_demo(args.out)
+    if args.toy:
+        run_toy_demo(args.out)
+    else:
+        run_demo(args.out, model_dir=args.model, serve=not args.no_serve, host=args.host, port=args.port)
     return 0
 
 
@@ -533,9 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="decode-step budget of one response (default 1024)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("demo", help="the end-to-end demo (`make demo`)")
-    p.add_argument("--out", default="demo-out", help="folder for the demo's outputs")
+    p = sub.add_parser("demo", help="`make demo`: the shipped qinyu-nano answers its bundled spoken questions, then "
+                                    "the voice server serves it")
+    p.add_argument("--out", default="demo-out", help="folder for the demo's outputs (reply wavs)")
+    p.add_argument("--model", help="checkpoint folder (default: the shipped checkpoints/qinyu-nano)")
+    p.add_argument("--no-serve", action="store_true", help="answer the bundled questions and stop")
+    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="server port (default 8000)")
+    p.add_argument("--toy", action="store_true", help="instead: the whole recipe at toy scale in a few minutes")
     p.set_defaults(func=cmd_demo)
+
+    from .nano.cli import add_speedrun_parser  # `qinyu speedrun` (`make speedrun`)
+
+    add_speedrun_parser(sub)
 
     from .eval.cli import add_eval_parser  # `qinyu eval run|report` (benchmarks)
 

@@ -1,10 +1,12 @@
-"""``qinyu demo``: the best end-to-end run available until qinyu-nano ships, and small
-helpers shared by tests and benchmarks.
+"""``qinyu demo`` and small helpers shared by tests and benchmarks.
 
-There is no trained speech model in this repository yet, so the demo says so and runs
-the whole recipe at toy scale (``run_demo``): synthesise spoken dialogues with
-espeak-ng, fit the nano codec, prepare the data, train the tiny hybrid LM through
-stages 0, 1 and 2, then talk to it with recordings in a voice it never heard.
+``run_demo`` (``make demo``): the shipped qinyu-nano (``checkpoints/qinyu-nano``, made by
+``make speedrun``) answers the spoken questions bundled with it (``examples/*.wav``,
+spoken by a voice it never heard), writes its spoken replies, then the voice server
+serves it (web page, realtime WebSocket) until Ctrl-C. Offline: everything is in the
+checkpoint folder.
+``run_toy_demo`` (``qinyu demo --toy``): the whole recipe at toy scale in a few minutes
+(synthesise, fit the codec, prepare, train a tiny LM through stages 0, 1 and 2, talk).
 ``synthetic_batch``/``overfit`` build and memorise rendered conversations;
 ``speaking_checkpoint`` writes an untrained model that can already speak.
 """
@@ -88,7 +90,63 @@ def speaking_checkpoint(out, preset: str = "tiny", seed: int = 0) -> Path:
     return ck
 
 
-def run_demo(out_dir="demo-out", seed: int = 0) -> dict:
+NANO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "qinyu-nano"
+
+
+def run_demo(out_dir="demo-out", model_dir=None, serve: bool = True, host: str = "127.0.0.1",
+             port: int = 8000, max_steps: int = 1000) -> dict:
+    """Answer the checkpoint's bundled spoken questions (reply wavs to ``out_dir``), then
+    serve it. Returns {question: reply text}."""
+    from .audio.io import load_audio, save_audio
+    from .engine import SamplingParams
+    from .engine.session import AudioChunk, Done, load_session
+
+    model_dir = Path(model_dir) if model_dir else NANO_CHECKPOINT
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir / 'config.json'} is missing: the shipped qinyu-nano checkpoint is not "
+                                f"there (`make speedrun` trains one into runs/nano/checkpoint; `qinyu demo --model "
+                                f"DIR` uses it)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"qinyu demo: {model_dir}")
+    report = model_dir / "report.md"
+    if report.is_file():
+        print(f"(held-out evaluation of this checkpoint: {report})")
+    session = load_session(model_dir, params=SamplingParams(max_steps=max_steps))
+    results = {}
+    for wav_path in sorted((model_dir / "examples").glob("*.wav")):
+        question = wav_path.with_suffix(".txt").read_text().strip() if wav_path.with_suffix(".txt").is_file() else "?"
+        wav, sr = load_audio(wav_path)
+        heard = session.asr(*load_audio(wav_path, 16000))
+        pcm, done = [], None
+        for event in session.respond(session.user_turn(audio=(wav, sr)), remember=False):
+            if isinstance(event, AudioChunk):
+                pcm.append(event.pcm)
+            elif isinstance(event, Done):
+                done = event
+        reply = out / f"reply-{wav_path.stem}.wav"
+        audio = np.concatenate(pcm) if pcm else np.zeros(1, np.float32)
+        if session.codec is not None:
+            save_audio(reply, audio, session.codec.output_sample_rate)
+        print(f"  user (spoken, {wav_path.name}): {question!r}\n    heard (its ASR): {heard!r}\n"
+              f"    qinyu: {done.text.strip()!r}  [{len(audio) / (session.codec.output_sample_rate if session.codec else 1):.1f} s of "
+              f"speech -> {reply}]")
+        results[question] = done.text.strip()
+    if serve:
+        import uvicorn
+
+        from .server.app import create_app
+        from .server.config import ServerConfig
+
+        config = ServerConfig.from_dict({"host": host, "port": port})
+        app = create_app(str(model_dir), config=config)
+        print(f"\nqinyu serving {model_dir} at http://{host}:{port}/  (open it in a browser, allow the microphone "
+              f"and ask e.g. \"what is two plus five?\"; Ctrl-C stops)", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=4 * config.max_event_bytes + (1 << 20))
+    return results
+
+
+def run_toy_demo(out_dir="demo-out", seed: int = 0) -> dict:
     """The whole path on a toy corpus, from nothing: synthesise spoken dialogues with
     espeak-ng, fit the nano codec, prepare the data, train the tiny hybrid LM through
     stages 0, 1 and 2, then talk to it with recordings in a voice it never heard."""
@@ -107,9 +165,8 @@ def run_demo(out_dir="demo-out", seed: int = 0) -> dict:
 
     out = Path(out_dir).resolve()
     recipes = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
-    print("qinyu demo\n==========")
-    print("qinyu-nano (the trained laptop-scale model) is not built yet. This demo runs the whole recipe at toy")
-    print(f"scale instead: {len(QA)} spoken question/answer pairs are synthesised with espeak-ng, the nano codec is")
+    print("qinyu toy demo\n==============")
+    print(f"The whole recipe at toy scale: {len(QA)} spoken question/answer pairs are synthesised with espeak-ng, the nano codec is")
     print("fitted, the data prepared, and a 1.4 M-parameter hybrid LM trained from scratch through stages 0, 1 and 2;")
     print("then it answers recordings in a voice it never heard. It memorises its corpus; it is not a general model.\n")
     start = time.time()

@@ -80,6 +80,26 @@ def load_cmvn(path) -> np.ndarray:
     return np.stack(rows)
 
 
+def write_cmvn(path, mean: np.ndarray, std: np.ndarray) -> Path:
+    """Write an ``am.mvn`` that :func:`load_cmvn` reads: AddShift = -mean, Rescale = 1/std
+    (what SenseVoice ships for its features; qinyu-nano computes its own from its corpus)."""
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if mean.shape != std.shape or mean.ndim != 1:
+        raise FrontEndError(f"mean and std must be vectors of one size, got {mean.shape} and {std.shape}")
+    if not np.all(std > 0):
+        raise FrontEndError("every std must be > 0")
+    dim = len(mean)
+
+    def vector(values):
+        return " ".join(f"{v:.8g}" for v in values)
+
+    path = Path(path)
+    path.write_text(f"<Nnet>\n<Splice> {dim} {dim}\n[ 0 ]\n<AddShift> {dim} {dim}\n<LearnRateCoef> 0 [ "
+                    f"{vector(-mean)} ]\n<Rescale> {dim} {dim}\n<LearnRateCoef> 0 [ {vector(1.0 / std)} ]\n"
+                    f"</Nnet>\n")
+    return path
+
+
 class SenseVoiceFrontEnd:
     """waveform (16 kHz) -> [ceil(T_fbank / 6), 560] encoder features."""
 

@@ -69,16 +69,20 @@ def audio_files(directory) -> list:
 
 
 def fit_nano_codec(out_dir, minutes: float = 10.0, iterations: int = 20, seed: int = 0, frame_rate: float = 12.5,
-                   audio_dir=None):
-    """Fit the nano codec on the audio files under ``audio_dir``, or else on ``minutes``
-    of synthesised espeak-ng speech, and save it to ``out_dir``."""
+                   audio_dir=None, files=None):
+    """Fit the nano codec on the audio files under ``audio_dir`` (or the list ``files``),
+    or else on ``minutes`` of synthesised espeak-ng speech, and save it to ``out_dir``."""
     from tqdm import tqdm
 
     from ..audio.io import load_audio
     from .nano import NanoCodec, NanoCodecConfig
 
     start = time.time()
-    if audio_dir is not None:
+    if files is not None:
+        if not files:
+            raise FileNotFoundError("the list of audio files to fit the codec on is empty")
+        corpus = [load_audio(f) for f in tqdm(files, desc="reading audio", unit="file")]
+    elif audio_dir is not None:
         corpus = [load_audio(f) for f in tqdm(audio_files(audio_dir), desc="reading audio", unit="file")]
     else:
         bar = tqdm(total=round(minutes * 60), desc="synthesising speech", unit="s")
@@ -98,6 +102,7 @@ def fit_nano_codec(out_dir, minutes: float = 10.0, iterations: int = 20, seed: i
                           progress=stage_done)
     stages.close()
     codec.info["fit_seconds"] = round(time.time() - start, 1)
-    codec.info["source"] = str(audio_dir) if audio_dir is not None else f"espeak-ng, {minutes} min, seed {seed}"
+    codec.info["source"] = (f"{len(files)} listed audio files" if files is not None else str(audio_dir)
+                            if audio_dir is not None else f"espeak-ng, {minutes} min, seed {seed}")
     codec.save(out_dir)
     return codec

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from ..layout import ASR_PROMPT, TTS_PROMPT, UserSpeech, render, system_prompt
 from .engine import Engine, EngineError, Request
@@ -166,6 +167,9 @@ def _collect(events) -> Done:
     return done
 
 
+SMALL_MODEL = 1_000_000_000  # parameters; below this a CPU session runs in fp32 whatever the stored dtype
+
+
 def load_session(model_dir, voice: str | None = None, role: str | None = None, library=None, timbre=None,
                  params: SamplingParams | None = None, first_chunk: int | None = None, voice_clip=None,
                  speaker_encoder=None) -> Session:
@@ -178,6 +182,10 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
     from ..model import QinYuForConditionalGeneration
 
     model = QinYuForConditionalGeneration.from_pretrained(model_dir)
+    if model.dtype != torch.float32 and not torch.cuda.is_available() and model.num_parameters() < SMALL_MODEL:
+        # a small model shipped in bf16 to save space (qinyu-nano) runs in fp32 on a CPU, as it was
+        # trained: CPU bf16 matmuls are slower and round the logits; large models keep their dtype
+        model = model.float()
     tokenizer = load_tokenizer(Path(model_dir))
     try:
         codec = codec_for_checkpoint(model_dir)
@@ -190,6 +198,10 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
         return path if path.is_absolute() else Path(model_dir) / path
 
     persona = Persona(role_description=role)
+    if role is None and model.config.system_prompt is not None:
+        persona.system = model.config.system_prompt
+    if model.config.default_voice:
+        persona.voice = np.load(resolve(model.config.default_voice)).astype(np.float32)
     front_end = SenseVoiceFrontEnd.from_mvn(resolve(model.config.cmvn)) if model.config.cmvn else SenseVoiceFrontEnd()
     speaker_encoder = speaker_encoder or (resolve(model.config.speaker_encoder) if model.config.speaker_encoder else None)
     encoder = None

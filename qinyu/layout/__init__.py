@@ -8,7 +8,7 @@ from .chat import (
 )
 from .delay import MAX_DELAY, DelayError, apply_delay, check_codes, undo_delay
 from .interleave import DEFAULT_SCHEDULE, ScheduleError, check_schedule, deinterleave, interleave
-from .tokenizer import byte_tokenizer, load_tokenizer, qwen3_shaped_tokenizer
+from .tokenizer import bpe_tokenizer, byte_tokenizer, load_tokenizer, qwen3_shaped_tokenizer
 from .vocab import (
     CODEBOOK_SIZE, NUM_CODEBOOKS, NUM_CODES, TokenLayout, VocabularyError, audio_token, extend_tokenizer,
 )

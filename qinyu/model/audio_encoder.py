@@ -39,17 +39,34 @@ def build_audio_encoder(cfg: dict) -> nn.Module:
 @register_encoder("simple")
 class SimpleAudioEncoder(nn.Module):
     """Linear in, a few Transformer encoder layers, Linear out; optional learned query
-    frames prepended (SenseVoice prepends 4)."""
+    frames prepended (SenseVoice prepends 4).
+
+    Options for an encoder trained from scratch (qinyu-nano), all off by default:
+    ``utterance_cmn`` subtracts each utterance's mean feature vector (removes much of
+    what differs between voices and channels), ``conv_kernel`` adds a depthwise
+    convolution over time after the input projection (local context), ``max_positions``
+    adds learned absolute positions (a Transformer layer alone has no notion of order),
+    ``dropout`` applies inside the layers while training."""
 
     def __init__(self, input_size: int = 560, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                 output_size: int = 512, num_query_frames: int = 0):
+                 output_size: int = 512, num_query_frames: int = 0, utterance_cmn: bool = False,
+                 conv_kernel: int = 0, max_positions: int = 0, dropout: float = 0.0):
         super().__init__()
         self.input_size = input_size
         self.output_size = output_size
         self.num_query_frames = num_query_frames
+        self.utterance_cmn = utterance_cmn
+        self.max_positions = max_positions
         self.input_proj = nn.Linear(input_size, hidden_size)
+        if conv_kernel:
+            if conv_kernel % 2 == 0:
+                raise ValueError(f"conv_kernel must be odd (same length out), got {conv_kernel}")
+            self.conv = nn.Conv1d(hidden_size, hidden_size, conv_kernel, padding=conv_kernel // 2, groups=hidden_size)
+        else:
+            self.conv = None
+        self.positions = nn.Parameter(torch.randn(max_positions, hidden_size) * 0.02) if max_positions else None
         self.queries = nn.Parameter(torch.randn(num_query_frames, hidden_size) * 0.02) if num_query_frames else None
-        layer = nn.TransformerEncoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=0.0, batch_first=True,
+        layer = nn.TransformerEncoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=dropout, batch_first=True,
                                            norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.output_proj = nn.Linear(hidden_size, output_size)
@@ -60,7 +77,19 @@ class SimpleAudioEncoder(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
         if features.shape[-1] != self.input_size:
             raise ValueError(f"audio features must have {self.input_size} channels, got {features.shape[-1]}")
+        valid = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]
+        if self.utterance_cmn:
+            mask = valid[..., None].to(features.dtype)
+            mean = (features * mask).sum(1, keepdim=True) / lengths.clamp(min=1)[:, None, None].to(features.dtype)
+            features = (features - mean) * mask
         x = self.input_proj(features)
+        if self.conv is not None:
+            x = x + nn.functional.gelu(self.conv((x * valid[..., None]).transpose(1, 2)).transpose(1, 2))
+        if self.positions is not None:
+            if x.shape[1] > self.max_positions:
+                raise ValueError(f"{x.shape[1]} feature frames exceed the encoder's {self.max_positions} positions "
+                                 f"({self.max_positions * 0.06:.0f} s of speech)")
+            x = x + self.positions[: x.shape[1]].to(x.dtype)
         if self.queries is not None:
             x = torch.cat([self.queries.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
             lengths = lengths + self.num_query_frames

@@ -45,6 +45,11 @@ class QinYuConfig:
     # (a folder or campplus_cn_common.bin); paths relative to the checkpoint or absolute; None = not used
     cmvn: str | None = None
     speaker_encoder: str | None = None
+    # what a session uses when the user sets nothing: the system prompt the model was trained with
+    # (None: the reference's inference template) and the assistant voice (a .npy 192-d vector,
+    # relative to the checkpoint; None: zeros)
+    system_prompt: str | None = None
+    default_voice: str | None = None
     attn_implementation: str = "sdpa"
     trained: bool = False
     description: str = ""

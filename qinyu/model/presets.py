@@ -1,6 +1,11 @@
-"""Ready-made configs. ``tiny``: a few-hundred-thousand-parameter Qwen3 backbone with
-the byte-level tokenizer and a small audio encoder, randomly initialised, for tests,
-benchmarks and wiring the engine and server before a trained model exists."""
+"""Ready-made configs, randomly initialised.
+
+* ``tiny``: a few-hundred-thousand-parameter Qwen3 backbone with the byte-level
+  tokenizer and a small audio encoder, for tests, benchmarks and wiring.
+* ``nano``: the qinyu-nano model trained by ``make speedrun`` (a ~6 M-parameter Qwen3
+  backbone, 4 layers of width 192, and a from-scratch audio encoder with per-utterance
+  mean normalisation, a convolution and positions), sized to train in under half an
+  hour on 2 CPU cores; meant for a small BPE tokenizer (``bpe_tokenizer``)."""
 
 from __future__ import annotations
 
@@ -42,7 +47,18 @@ def _tiny(layout: TokenLayout) -> QinYuConfig:
     )
 
 
-PRESETS = {"tiny": _tiny}
+def _nano(layout: TokenLayout) -> QinYuConfig:
+    config = _tiny(layout)
+    config.backbone.update(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
+                           num_key_value_heads=2, head_dim=32)
+    config.audio_encoder = {"type": "simple", "input_size": 560, "hidden_size": 192, "num_layers": 4, "num_heads": 4,
+                            "output_size": 512, "num_query_frames": 0, "utterance_cmn": True, "conv_kernel": 5,
+                            "max_positions": 1024, "dropout": 0.1}
+    config.description = "nano preset: random initialisation, untrained"
+    return config
+
+
+PRESETS = {"tiny": _tiny, "nano": _nano}
 
 
 def preset_config(name: str, layout: TokenLayout) -> QinYuConfig:
@@ -51,11 +67,12 @@ def preset_config(name: str, layout: TokenLayout) -> QinYuConfig:
     return PRESETS[name](layout)
 
 
-def new_checkpoint(out, preset: str = "tiny", seed: int = 0) -> Path:
-    """Write a randomly initialised checkpoint (config, weights, tokenizer) to ``out``."""
+def new_checkpoint(out, preset: str = "tiny", seed: int = 0, tokenizer=None) -> Path:
+    """Write a randomly initialised checkpoint (config, weights, tokenizer) to ``out``;
+    ``tokenizer`` (an extended ``tokenizers.Tokenizer``) defaults to the byte-level one."""
     from .modeling import QinYuForConditionalGeneration
 
-    tokenizer = byte_tokenizer()
+    tokenizer = tokenizer or byte_tokenizer()
     config = preset_config(preset, TokenLayout.from_tokenizer(tokenizer))
     torch.manual_seed(seed)
     model = QinYuForConditionalGeneration(config)

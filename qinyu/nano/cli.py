@@ -1,5 +1,6 @@
-"""``qinyu data nano-corpus`` and ``qinyu eval nano``.
+"""``qinyu speedrun``, ``qinyu data nano-corpus`` and ``qinyu eval nano``.
 
+    qinyu speedrun [--out DIR] [--from STEP] [--stop-after STEP] [--ship DIR] [--quiet]
     qinyu data nano-corpus [--out DIR] [--scale S] [--seed N] [--quiet]
     qinyu eval nano --model DIR [--corpus DIR] --report OUT.md [--limit N] [--timbre DIR]
                     [--max-steps N] [--batch N] [--device D] [--save-audio] [--quiet]
@@ -13,6 +14,58 @@ from __future__ import annotations
 import sys
 
 from . import DEFAULT_CORPUS
+
+
+def add_speedrun_parser(sub) -> None:
+    from .speedrun import STEPS
+
+    p = sub.add_parser("speedrun", help="qinyu-nano from nothing: corpus, codec, tokenizer, CAM++, text-to-timbre, "
+                                        "SLM stages 0/1/2, evaluation (`make speedrun`; resumable; docs/nano.md)")
+    p.add_argument("--out", default="runs/nano", help="run folder (default runs/nano)")
+    p.add_argument("--corpus", help="an existing nano corpus folder to use (default OUT/corpus, built by the run)")
+    p.add_argument("--from", dest="start_from", choices=STEPS, help="redo this step and every later one")
+    p.add_argument("--stop-after", choices=STEPS, help="stop after this step")
+    p.add_argument("--eval-limit", type=int, help="evaluate only the first N held-out items of each kind")
+    p.add_argument("--ship", metavar="DIR", help="when the run is complete, copy its checkpoint (with report.md) "
+                   "to DIR (e.g. checkpoints/qinyu-nano)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (step lines only)")
+    p.set_defaults(func=cmd_speedrun)
+
+
+def cmd_speedrun(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from .speedrun import STEPS, Speedrun, SpeedrunConfig, SpeedrunError
+
+    if args.eval_limit is not None and args.eval_limit < 1:
+        print(f"error: --eval-limit must be >= 1, got {args.eval_limit}", file=sys.stderr)
+        return 2
+    if args.corpus and not (Path(args.corpus) / "train.jsonl").is_file():
+        print(f"error: {args.corpus} is not a nano corpus (no train.jsonl); leave --corpus out to build one",
+              file=sys.stderr)
+        return 2
+    run = Speedrun(args.out, SpeedrunConfig(eval_limit=args.eval_limit), corpus=args.corpus,
+                   progress=not args.quiet)
+    try:
+        summary = run.run(start_from=args.start_from, stop_after=args.stop_after)
+    except (SpeedrunError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"speedrun: {summary['total_seconds'] / 60:.1f} min; " +
+          ", ".join(f"{k} {v:.0f} s" for k, v in summary["steps"].items()))
+    if args.ship:
+        if not all(run.done(s) for s in STEPS):
+            print("error: --ship needs a complete run (every step done)", file=sys.stderr)
+            return 1
+        target = Path(args.ship)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(run.checkpoint, target)
+        print(f"shipped {run.checkpoint} -> {target}")
+    report = run.checkpoint / "report.md"
+    if report.is_file():
+        print(f"report: {report}")
+    return 0
 
 
 def add_corpus_parser(dsub) -> None:

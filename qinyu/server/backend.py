@@ -34,6 +34,8 @@ class Backend:
                             first_chunk=self.config.first_chunk)
         self.model, self.tokenizer, self.codec = base.model, base.tokenizer, base.codec
         self.front_end, self.speaker_encoder = base.front_end, base.speaker_encoder
+        # the checkpoint's defaults (config system_prompt / default_voice) for sessions that set none
+        self.default_system, self.default_voice = base.persona.system, base.persona.voice
         self.runner = BatchRunner(self.model, max_batch=self.config.max_batch)
         self.voices = VoiceLibrary(self.config.library)
         if timbre is None and self.config.timbre:
@@ -57,6 +59,15 @@ class Backend:
     @property
     def frame_rate(self) -> float | None:
         return self.codec.frame_rate if self.codec is not None else None
+
+    def persona(self, system: str | None = None, role_description: str | None = None,
+                voice: np.ndarray | None = None) -> Persona:
+        """A persona; what is not given comes from the checkpoint's defaults (a role
+        description replaces the default system prompt with the role-play template)."""
+        if system is None and not role_description:
+            system = self.default_system
+        return Persona(system=system, role_description=role_description,
+                       voice=voice if voice is not None else self.default_voice)
 
     def conversation(self, persona: Persona | None = None, max_steps: int | None = None) -> Session:
         return Session(self.model, self.tokenizer, self.codec, front_end=self.front_end,

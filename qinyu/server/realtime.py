@@ -118,7 +118,7 @@ class RealtimeSession:
             "repetition_penalty": 1.1,  # the reference's, on codebook 0 of recent audio steps
             "event_names": event_names,
         }
-        self.conv = backend.conversation(Persona(system=cfg.instructions, role_description=cfg.role_description))
+        self.conv = backend.conversation(backend.persona(cfg.instructions, cfg.role_description))
         self.vad: StreamingVAD | None = None
         self._silero = None  # this session's own Silero model (it keeps per-stream state); set by start()
         self.held_audio: list[np.ndarray] = []  # manual buffer, or an unfinished turn's earlier segments
@@ -277,7 +277,7 @@ class RealtimeSession:
         # everything checked: apply
         detection_changed = new["turn_detection"] != self.settings["turn_detection"]
         self.settings = new
-        self.conv.persona = Persona(system=new["instructions"], role_description=new["role_description"], voice=voice)
+        self.conv.persona = self.backend.persona(new["instructions"], new["role_description"], voice)
         self.conv.params.max_steps = new["max_response_steps"]
         self.conv.params.temperature = new["temperature"]
         self.conv.params.repetition_penalty = new["repetition_penalty"]

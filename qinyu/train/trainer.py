@@ -279,6 +279,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
         print(f"[{recipe.name}] stage {recipe.stage}: {n_trainable:,} trainable parameters "
               f"({len(trainable)} tensors), {world} process(es), packs of <= {recipe.max_length} tokens "
               f"({data.efficiency():.1%} real), starting at step {start}")
+        if data.dropped:
+            print(f"[{recipe.name}] warning: {data.dropped} sample(s) longer than max_length {recipe.max_length} "
+                  f"are left out; raise max_length to train on them")
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm

@@ -56,3 +56,24 @@ def test_bad_cmvn_and_rate(tmp_path):
     with pytest.raises(FrontEndError, match="need 16 kHz audio, got 8000 Hz"):
         SenseVoiceFrontEnd()(np.zeros(8000, dtype=np.float32), 8000)
     assert SenseVoiceFrontEnd()(np.zeros(100, dtype=np.float32)).shape == (0, 560)  # shorter than one frame
+
+
+def test_write_cmvn_is_read_back_and_normalises(tmp_path):
+    from qinyu.audio.fbank import SenseVoiceFrontEnd, load_cmvn, write_cmvn
+
+    rng = np.random.default_rng(0)
+    wavs = [rng.standard_normal(16000).astype(np.float32) * 0.1 * (k + 1) for k in range(3)]
+    raw = np.concatenate([SenseVoiceFrontEnd()(w) for w in wavs])
+    path = write_cmvn(tmp_path / "am.mvn", raw.mean(0), raw.std(0))
+    cmvn = load_cmvn(path)
+    assert cmvn.shape == (2, 560)
+    normed = np.concatenate([SenseVoiceFrontEnd(cmvn)(w) for w in wavs])
+    assert np.abs(normed.mean(0)).max() < 1e-3
+    assert np.abs(normed.std(0) - 1).max() < 1e-3
+
+
+def test_write_cmvn_refuses_a_zero_std(tmp_path):
+    from qinyu.audio.fbank import FrontEndError, write_cmvn
+
+    with pytest.raises(FrontEndError, match="std"):
+        write_cmvn(tmp_path / "am.mvn", np.zeros(4), np.array([1.0, 0.0, 1.0, 1.0]))

@@ -1,0 +1,472 @@
+"""The qinyu-nano speedrun (``make speedrun`` = ``qinyu nano speedrun``): everything from
+nothing on 2 CPU cores, through the same code paths as the official scale.
+
+    corpus -> codec -> tokenizer -> speaker -> cmvn -> prepare -> timbre -> init
+           -> encoder -> stage0 -> stage1 -> stage2 -> assemble -> evaluate
+
+Each step writes ``OUT/steps/<step>.json`` (what it made, how long it took) when it
+finishes; a re-run skips finished steps, so a killed run resumes at the step it was in
+(the corpus, prepare and trainer steps also resume inside themselves). ``--from STEP``
+redoes a step and everything after it. ``OUT/speedrun.json`` sums the times.
+
+The settings (:class:`SpeedrunConfig`) are the ones that made the shipped
+``checkpoints/qinyu-nano``; its ``report.md`` is what the ``evaluate`` step wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+STEPS = ("corpus", "codec", "tokenizer", "speaker", "cmvn", "prepare", "timbre", "init", "encoder",
+         "stage0", "stage1", "stage2", "assemble", "evaluate")
+
+
+class SpeedrunError(RuntimeError):
+    pass
+
+
+@dataclass
+class SpeedrunConfig:
+    seed: int = 0
+    corpus_scale: float = 1.0
+    codec_iterations: int = 8
+    bpe_vocab: int = 512
+    # CAM++ sized for speed and the 30 MB budget (the official size is ~7 M parameters)
+    speaker_config: dict = field(default_factory=lambda: {"growth_rate": 16, "bn_size": 2, "init_channels": 32,
+                                                          "block_layers": [4, 6, 4]})
+    speaker_steps: int = 300
+    cmvn_files: int = 400
+    timbre_config: dict = field(default_factory=lambda: {"hidden": 128, "filter_channels": 256, "blocks": 2,
+                                                         "heads": 2})
+    timbre_steps: int = 1500
+    encoder_steps: int = 800
+    encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
+    # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
+    stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
+                                                  "train_audio_embeddings": True})
+    # stages 1 and 2 keep the CTC-trained encoder frozen (the recipe's default, as the paper keeps
+    # SenseVoice frozen): fine-tuning it on the 20 train user voices without augmentation undoes
+    # what the augmented CTC step taught it about unheard voices
+    stage1: dict = field(default_factory=lambda: {"steps": 900, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.03})
+    stage2: dict = field(default_factory=lambda: {"steps": 300, "batch_size": 4, "lr": 1e-3, "warmup_ratio": 0.03,
+                                                  "weight_decay": 0.1})
+    max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
+    data_weights: dict = field(default_factory=lambda: {"singing": 3.0})
+    eval_limit: int | None = None
+    ship_dtype: str = "bf16"
+
+
+def log(message: str) -> None:
+    print(f"[speedrun {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Speedrun:
+    def __init__(self, out, config: SpeedrunConfig | None = None, corpus=None, progress: bool = True):
+        self.out = Path(out)
+        self.config = config or SpeedrunConfig()
+        self.corpus = Path(corpus) if corpus else self.out / "corpus"
+        self.progress = progress
+        self.steps_dir = self.out / "steps"
+
+    # -- paths --------------------------------------------------------------------
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint"
+
+    def done(self, step: str) -> dict | None:
+        path = self.steps_dir / f"{step}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    # -- running ------------------------------------------------------------------
+    def run(self, start_from: str | None = None, stop_after: str | None = None) -> dict:
+        for name in (start_from, stop_after):
+            if name is not None and name not in STEPS:
+                raise SpeedrunError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
+        self.steps_dir.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        if start_from:
+            for step in STEPS[STEPS.index(start_from):]:
+                (self.steps_dir / f"{step}.json").unlink(missing_ok=True)
+        for i, step in enumerate(STEPS, 1):
+            if self.done(step):
+                log(f"{i:2d}/{len(STEPS)} {step}: done before ({self.done(step)['seconds']} s), skipped")
+            else:
+                log(f"{i:2d}/{len(STEPS)} {step} ...")
+                start = time.time()
+                result = getattr(self, f"step_{step}")() or {}
+                record = {**result, "step": step, "seconds": round(time.time() - start, 1)}
+                (self.steps_dir / f"{step}.json").write_text(json.dumps(record, indent=1, default=str))
+                log(f"{i:2d}/{len(STEPS)} {step}: {record['seconds']} s  {json.dumps(result, default=str)[:300]}")
+            if step == stop_after:
+                break
+        records = [self.done(s) for s in STEPS if self.done(s)]
+        summary = {"steps": {r["step"]: r["seconds"] for r in records},
+                   "total_seconds": round(sum(r["seconds"] for r in records), 1)}
+        (self.out / "speedrun.json").write_text(json.dumps(summary, indent=1))
+        log(f"total {summary['total_seconds'] / 60:.1f} min over {len(records)} step(s)")
+        return summary
+
+    # -- data ---------------------------------------------------------------------
+    def train_samples(self) -> list[dict]:
+        from .corpus import read_jsonl
+
+        return read_jsonl(self.corpus / "train.jsonl")
+
+    def step_corpus(self) -> dict:
+        from .corpus import build_corpus
+
+        summary = build_corpus(self.corpus, seed=self.config.seed, scale=self.config.corpus_scale,
+                               progress=self.progress)
+        if not summary.ok:
+            raise SpeedrunError(f"the corpus has {len(summary.failures)} failed item(s) and "
+                                f"{len(summary.problems)} problem(s); run again to fill the gaps")
+        return {"counts": summary.counts, "hours": summary.hours}
+
+    def assistant_audio(self) -> list[tuple[Path, dict]]:
+        """(wav path, sample) of every assistant audio of the train split, once each."""
+        seen, out = set(), []
+        for s in self.train_samples():
+            roles = [m["role"] for m in s["messages"] for _ in range(m["content"].count("<|audio|>"))]
+            for role, rel in zip(roles, s["audios"]):
+                if role == "assistant" and rel not in seen:
+                    seen.add(rel)
+                    out.append((self.corpus / rel, s))
+        return out
+
+    def step_codec(self) -> dict:
+        from ..codec.fit import fit_nano_codec
+
+        files = [p for p, _ in self.assistant_audio()]
+        codec = fit_nano_codec(self.out / "codec", iterations=self.config.codec_iterations, seed=self.config.seed,
+                               files=files)
+        return {"files": len(files), "fitted_on_seconds": codec.info.get("fitted_on_seconds")}
+
+    def step_tokenizer(self) -> dict:
+        from ..layout import bpe_tokenizer
+
+        texts = [m["content"].replace("<|audio|>", " ") for s in self.train_samples() for m in s["messages"]]
+        tok = bpe_tokenizer(texts, self.config.bpe_vocab)
+        tok.save(str(self.out / "tokenizer.json"))
+        bytes_ = sum(len(t.encode()) for t in texts)
+        tokens = sum(len(tok.encode(t).ids) for t in texts)
+        return {"vocab": tok.get_vocab_size(), "bytes_per_token": round(bytes_ / max(1, tokens), 2)}
+
+    def step_speaker(self) -> dict:
+        """CAM++ from scratch on every train clip, labelled with the voice that speaks it
+        (assistant, role-play and singing voices from ``meta.voice``, users from
+        ``meta.user_voice``)."""
+        from ..audio.io import load_audio
+        from ..voice.campplus import CAMPPlusConfig
+        from ..voice.speaker_train import train_speaker_encoder
+
+        clips = []
+        for path, sample in self.assistant_audio():
+            voice = sample["meta"].get("voice")
+            if voice:
+                clips.append((*load_audio(path, 16000), voice))
+        rng = random.Random(self.config.seed)
+        users = [(self.corpus / s["audios"][0], s["meta"]["user_voice"]) for s in self.train_samples()
+                 if s["task"] == "chat" and s["meta"].get("user_voice")]
+        for path, voice in rng.sample(users, min(len(users), len(clips) // 2)):
+            clips.append((*load_audio(path, 16000), voice))
+        bar = _bar(self.config.speaker_steps, "CAM++ speaker encoder", self.progress)
+
+        def progress(step, steps, loss, accuracy):
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
+
+        encoder = train_speaker_encoder(clips, CAMPPlusConfig.from_dict(self.config.speaker_config),
+                                        steps=self.config.speaker_steps, seed=self.config.seed, progress=progress)
+        bar.close()
+        encoder.save(self.out / "speaker_encoder")
+        return {"clips": len(clips), "speakers": len({c[2] for c in clips})}
+
+    def step_cmvn(self) -> dict:
+        """Mean and std of the SenseVoice front-end features of user speech (the nano
+        model's own ``am.mvn``)."""
+        from ..audio.fbank import SenseVoiceFrontEnd, write_cmvn
+        from ..audio.io import load_audio
+
+        users = sorted({s["audios"][0] for s in self.train_samples() if s["task"] in ("chat", "asr", "singing")})
+        rng = random.Random(self.config.seed)
+        front_end = SenseVoiceFrontEnd()
+        feats = np.concatenate([front_end(load_audio(self.corpus / rel, 16000)[0], 16000)
+                                for rel in rng.sample(users, min(len(users), self.config.cmvn_files))])
+        write_cmvn(self.out / "am.mvn", feats.mean(0), feats.std(0) + 1e-5)
+        return {"files": min(len(users), self.config.cmvn_files), "frames": len(feats)}
+
+    def step_prepare(self) -> dict:
+        from ..data.prepare import prepare
+
+        report = prepare({"inputs": [str(self.corpus / "train.jsonl")], "output": str(self.out / "prepared"),
+                          "codec": str(self.out / "codec"), "speaker_encoder": str(self.out / "speaker_encoder"),
+                          "cmvn": str(self.out / "am.mvn"), "workers": 2})
+        if report.skipped:
+            raise SpeedrunError(f"prepare skipped {report.skipped} sample(s): {report.problems()[:5]}")
+        return {"samples": report.samples}
+
+    def prepared_samples(self) -> list[dict]:
+        from ..data.dataset import read_prepared
+
+        return read_prepared(self.out / "prepared" / "train.prepared.jsonl")
+
+    def step_timbre(self) -> dict:
+        """Text-to-timbre on (role-play description, that character's voice vector) pairs:
+        the vector is the mean of the voice vectors prepare computed for the character's
+        train lines (what the SLM was conditioned on)."""
+        from ..voice.timbre import TimbreConfig, train_timbre
+
+        by_voice: dict[str, list] = {}
+        descriptions: dict[str, set] = {}
+        for s in self.prepared_samples():
+            meta = s.get("meta") or {}
+            if s["task"] == "roleplay" and s.get("voice"):
+                by_voice.setdefault(meta["voice"], []).append(np.load(self.out / "prepared" / s["voice"]))
+                descriptions.setdefault(meta["voice"], set()).add(meta["description"])
+        pairs = [(d, np.mean(by_voice[v], axis=0)) for v in sorted(by_voice) for d in sorted(descriptions[v])]
+        bar = _bar(self.config.timbre_steps, "text-to-timbre", self.progress)
+
+        def progress(step, loss):
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        model = train_timbre(pairs, TimbreConfig(**self.config.timbre_config), steps=self.config.timbre_steps,
+                             seed=self.config.seed, progress=progress)
+        bar.close()
+        model.save(self.out / "timbre")
+        return {"pairs": len(pairs), "voices": len(by_voice)}
+
+    # -- the spoken language model ------------------------------------------------------
+    def step_init(self) -> dict:
+        from ..layout import load_tokenizer
+        from ..model.presets import new_checkpoint
+
+        new_checkpoint(self.out / "init", preset="nano", seed=self.config.seed,
+                       tokenizer=load_tokenizer(self.out / "tokenizer.json"))
+        config_path = self.out / "init" / "config.json"
+        config = json.loads(config_path.read_text())
+        config["cmvn"] = str((self.out / "am.mvn").resolve())
+        config_path.write_text(json.dumps(config, indent=2))
+        return {}
+
+    def step_encoder(self) -> dict:
+        """CTC pre-training of the audio encoder (``qinyu.train.encoder_ctc``) on every train
+        utterance with a transcript: the user speech of the ASR pairs, the assistant's and
+        characters' spoken replies, and ``encoder_extra_utterances`` user transcripts re-spoken
+        by other espeak-ng voices (:func:`extra_voices`), so that the encoder hears many more
+        vocal tracts than the 20 train user voices. SenseVoice, which the official model
+        starts from, learned from tens of thousands of hours for the same reason."""
+        from ..audio.fbank import SenseVoiceFrontEnd
+        from ..audio.io import load_audio
+        from ..train.encoder_ctc import pretrain_audio_encoder
+
+        prepared = self.out / "prepared"
+        front_end = SenseVoiceFrontEnd.from_mvn(self.out / "am.mvn")
+        pairs, seen = [], set()
+        for s in self.prepared_samples():
+            if s["task"] == "asr" and s["audio"][0]["features"] not in seen:
+                seen.add(s["audio"][0]["features"])
+                pairs.append((np.load(prepared / s["audio"][0]["features"]), s["messages"][-1]["content"]))
+        user_texts = sorted({text for _, text in pairs})
+        counts = {"asr": len(pairs)}
+        for path, sample in self.assistant_audio():
+            if sample["task"] in ("chat", "roleplay"):
+                text = sample["messages"][-1]["content"].replace("<|audio|>", "").strip()
+                pairs.append((front_end(load_audio(path, 16000)[0], 16000), text))
+        counts["replies"] = len(pairs) - counts["asr"]
+        for wav, text in extra_voices(user_texts, self.config.encoder_extra_utterances, self.config.seed,
+                                      self.progress):
+            pairs.append((front_end(wav, 16000), text))
+        counts["extra"] = self.config.encoder_extra_utterances
+        bar = _bar(self.config.encoder_steps, "audio encoder (CTC)", self.progress)
+
+        def progress(step, steps, loss, cer):
+            bar.update(1)
+            bar.set_postfix(ctc=f"{loss:.3f}")
+
+        result = pretrain_audio_encoder(self.out / "init", pairs, out=self.out / "encoder",
+                                        steps=self.config.encoder_steps, seed=self.config.seed, progress=progress)
+        bar.close()
+        return {**result, "utterances_by_source": counts}
+
+    def recipe(self, stage: int):
+        from ..train.recipe import Recipe
+
+        names = {0: "align", 1: "pretrain", 2: "sft"}
+        init = self.out / "encoder" if stage == 0 else self.out / f"stage{stage - 1}" / "final"
+        weights = self.config.data_weights
+        data = [{"path": str(self.out / "prepared" / "train.prepared.jsonl"), "weight": 1.0}]
+        extra = [{"path": str(self.out / "prepared" / f"{task}.prepared.jsonl"), "weight": w}
+                 for task, w in weights.items()]
+        return Recipe(name=f"nano-stage{stage}-{names[stage]}", stage=names[stage], out=str(self.out / f"stage{stage}"),
+                      data=data + extra, init=str(init), max_length=self.config.max_length, seed=44 + stage,
+                      **getattr(self.config, f"stage{stage}"))
+
+    def _split_by_task(self) -> None:
+        """``prepared/<task>.prepared.jsonl`` for tasks given extra weight."""
+        path = self.out / "prepared" / "train.prepared.jsonl"
+        for task in self.config.data_weights:
+            lines = [line for line in path.read_text().splitlines() if json.loads(line)["task"] == task]
+            if not lines:
+                raise SpeedrunError(f"data_weights names task {task!r}, which the prepared data does not have")
+            (self.out / "prepared" / f"{task}.prepared.jsonl").write_text("\n".join(lines) + "\n")
+
+    def _stage(self, stage: int) -> dict:
+        from ..train.trainer import train
+
+        if stage == 0:
+            self._split_by_task()
+        last = train(self.recipe(stage), resume=True, progress=self.progress)
+        return {"trained_steps": last.get("step"),
+                **{k: last.get(k) for k in ("loss", "text_loss", "audio_loss", "tokens_per_s")}}
+
+    def step_stage0(self) -> dict:
+        return self._stage(0)
+
+    def step_stage1(self) -> dict:
+        return self._stage(1)
+
+    def step_stage2(self) -> dict:
+        return self._stage(2)
+
+    # -- shipping -----------------------------------------------------------------------
+    def step_assemble(self) -> dict:
+        """One self-contained folder: the SLM (weights in ``ship_dtype``), its tokenizer,
+        codec, speaker encoder, text-to-timbre and CMVN, and every stage's metrics."""
+        import torch
+
+        from ..layout import load_tokenizer
+        from ..layout.chat import VOICE_LINE
+        from ..model import QinYuForConditionalGeneration
+
+        ck = self.checkpoint
+        tmp = ck.with_name(ck.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = QinYuForConditionalGeneration.from_pretrained(self.out / "stage2" / "final", dtype=torch.float32)
+        if self.config.ship_dtype == "bf16":
+            model = model.to(torch.bfloat16)
+        config = model.config
+        config.codec = {"type": "nano", "path": "codec"}
+        config.speaker_encoder = "speaker_encoder"
+        config.cmvn = "am.mvn"
+        config.system_prompt = VOICE_LINE  # what the QA samples were trained with (docs/nano.md)
+        config.default_voice = "voices/assistant-en.npy"
+        config.trained = True
+        config.description = ("qinyu-nano: trained from scratch by `make speedrun` on the synthetic nano corpus "
+                              "(espeak-ng speech); closed domain: arithmetic on 0..10, a small fact table, greetings, "
+                              "8 role-play voices, 6 songs")
+        model.save_pretrained(tmp, tokenizer=load_tokenizer(self.out / "stage2" / "final"))
+        for name in ("codec", "speaker_encoder", "timbre"):
+            shutil.copytree(self.out / name, tmp / name)
+        voices = self.voice_vectors()
+        (tmp / "voices").mkdir()
+        for name, vector in voices.items():
+            np.save(tmp / "voices" / f"{name}.npy", vector)
+        shutil.copy(self.out / "am.mvn", tmp / "am.mvn")
+        write_examples(tmp / "examples")
+        training = tmp / "training"
+        training.mkdir()
+        shutil.copy(self.out / "encoder" / "encoder_ctc_metrics.csv", training / "encoder_ctc_metrics.csv")
+        for stage in range(3):
+            (training / f"stage{stage}").mkdir()
+            shutil.copy(self.out / f"stage{stage}" / "metrics.csv", training / f"stage{stage}" / "metrics.csv")
+        (training / "speedrun.json").write_text(json.dumps(
+            {"config": asdict(self.config), "steps": {s: self.done(s) for s in STEPS if self.done(s)}}, indent=1,
+            default=str))
+        shutil.rmtree(ck, ignore_errors=True)
+        tmp.rename(ck)
+        size = sum(p.stat().st_size for p in ck.rglob("*") if p.is_file())
+        return {"checkpoint": str(ck), "megabytes": round(size / 1e6, 2)}
+
+    def voice_vectors(self) -> dict[str, np.ndarray]:
+        """Each assistant-side voice (``meta.voice``): the mean of the voice vectors prepare
+        computed for its samples."""
+        by_voice: dict[str, list] = {}
+        for s in self.prepared_samples():
+            voice = (s.get("meta") or {}).get("voice")
+            if voice and s.get("voice"):
+                by_voice.setdefault(voice, []).append(np.load(self.out / "prepared" / s["voice"]))
+        if "assistant-en" not in by_voice:
+            raise SpeedrunError("no prepared sample is spoken by the assistant voice 'assistant-en'")
+        return {v: np.mean(vs, axis=0).astype(np.float32) for v, vs in sorted(by_voice.items())}
+
+    def step_evaluate(self) -> dict:
+        from .evaluate import evaluate_nano
+
+        report = evaluate_nano(self.checkpoint, self.corpus, self.checkpoint / "report.md",
+                               limit=self.config.eval_limit, progress=self.progress)
+        return {"report": str(self.checkpoint / "report.md"), "seconds": report.get("seconds")}
+
+
+# Spoken questions bundled with the checkpoint (``make demo`` answers them), spoken by a held-out
+# user voice the model never heard.
+EXAMPLES = {"what-is-two-plus-five": "What is two plus five?", "cat-noise": "Which noise does a cat make?",
+            "sing-twinkle": "Please sing Twinkle Twinkle Little Star."}
+EXAMPLE_VOICE = "user-en-05"
+
+
+def write_examples(folder: Path) -> None:
+    from ..audio.espeak import espeak
+    from ..audio.io import save_audio
+    from ..data.synth.voices import USER_VOICES
+
+    voice = next(v for v in USER_VOICES["en"] if v.name == EXAMPLE_VOICE)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in EXAMPLES.items():
+        wav, sr = espeak(text, voice=f"{voice.espeak}+{voice.variant}", pitch=voice.pitch, speed=voice.speed)
+        save_audio(folder / f"{name}.wav", wav, sr)
+        (folder / f"{name}.txt").write_text(text + "\n")
+
+
+# Accents whose variants work (as in qinyu.data.synth.voices) and variants that are not voices
+# to learn from (no pitch, or not speech-like).
+EXTRA_ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+NOT_SPEECH_LIKE = ("whisper", "robot", "robosoft", "demonic", "half-life", "universalrobot")
+
+
+def espeak_variants() -> list[str]:
+    """The variant ids espeak-ng lists (``espeak-ng --voices=variant``: ``!v/<id>``)."""
+    import subprocess
+
+    lines = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()[1:]
+    return sorted({line.split()[4].split("/")[-1] for line in lines if len(line.split()) >= 5})
+
+
+def extra_voices(texts: list[str], count: int, seed: int = 0, progress: bool = True):
+    """Yield ``count`` (16 kHz waveform, text): ``texts`` spoken by random espeak-ng voices
+    (accent, variant, pitch, speed). The held-out user voices' variants, and any variant
+    whose name starts like one of them (steph2 for steph), are never used, so the held-out
+    voices stay unheard."""
+    from tqdm import tqdm
+
+    from ..audio.espeak import espeak
+    from ..audio.io import resample
+    from ..data.synth.voices import USER_VOICES
+    from .corpus import HELDOUT_USER_VOICES
+
+    held = {v.variant.lower() for v in USER_VOICES["en"] if v.name in HELDOUT_USER_VOICES}
+    variants = [v for v in espeak_variants() if not any(v.lower().startswith(h) for h in held)
+                and not any(bad in v.lower() for bad in NOT_SPEECH_LIKE)]
+    if not variants:
+        raise SpeedrunError("espeak-ng lists no usable voice variants")
+    rng = random.Random(seed)
+    for _ in tqdm(range(count), desc="extra voices for the encoder", unit="utt", disable=not progress):
+        text = rng.choice(texts)
+        wav, sr = espeak(text, voice=f"{rng.choice(EXTRA_ACCENTS)}+{rng.choice(variants)}", pitch=rng.randint(20, 80),
+                         speed=rng.randint(120, 200))
+        yield resample(wav, sr, 16000), text
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="step")

@@ -1,0 +1,30 @@
+"""The corpus-trained BPE tokenizer (qinyu-nano's text tokenizer)."""
+
+import pytest
+
+from qinyu.layout import TokenLayout, bpe_tokenizer, byte_tokenizer
+
+TEXTS = ["Three plus four is seven.", "What is two plus five?", "Two plus five is seven.",
+         "Convert the speech to text.", "Hello! Nice to meet you."] * 20
+
+
+def test_bpe_round_trips_and_is_shorter_than_bytes():
+    tok = bpe_tokenizer(TEXTS, vocab_size=300)
+    assert tok.get_vocab_size(with_added_tokens=False) <= 300
+    for text in TEXTS[:5] + ["Unseen words: Zebra, 42, é, 你好."]:
+        assert tok.decode(tok.encode(text).ids) == text
+    short = sum(len(tok.encode(t).ids) for t in TEXTS)
+    long = sum(len(byte_tokenizer().encode(t).ids) for t in TEXTS)
+    assert short < long / 2
+
+
+def test_bpe_has_the_qinyu_layout_and_is_deterministic():
+    a, b = bpe_tokenizer(TEXTS, 300), bpe_tokenizer(TEXTS, 300)
+    layout = TokenLayout.from_tokenizer(a)
+    assert layout.audio_end <= layout.vocab_size
+    assert a.to_str() == b.to_str()
+
+
+def test_bpe_refuses_a_vocabulary_smaller_than_the_bytes():
+    with pytest.raises(ValueError, match="at least 256"):
+        bpe_tokenizer(TEXTS, vocab_size=100)

@@ -1,0 +1,87 @@
+"""``qinyu speedrun`` end to end at a tiny size: every step runs through the real code
+(corpus, codec fit, BPE, CAM++, CMVN, prepare, text-to-timbre, CTC encoder, stages
+0/1/2, assembly, evaluation), the run resumes, ``--from`` redoes what follows, and the
+shipped folder loads and answers."""
+
+import json
+
+import pytest
+
+from qinyu.cli import main
+from qinyu.nano.speedrun import STEPS, Speedrun, SpeedrunConfig, SpeedrunError
+
+TINY_STAGE = {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_ratio": 0.0}
+
+
+def tiny_config() -> SpeedrunConfig:
+    return SpeedrunConfig(
+        corpus_scale=0.02, codec_iterations=1, bpe_vocab=300,
+        speaker_config={"growth_rate": 8, "bn_size": 2, "init_channels": 16, "block_layers": [1, 1, 1],
+                        "head_channels": 8},
+        speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
+        timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3,
+        stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
+        stage2=dict(TINY_STAGE), eval_limit=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    from qinyu.nano.corpus import build_corpus
+
+    out = tmp_path_factory.mktemp("speedrun") / "corpus"
+    assert build_corpus(out, scale=0.02, progress=False).ok
+    return out
+
+
+def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
+    import torch
+
+    from qinyu.engine.session import load_session
+    from qinyu.model import QinYuForConditionalGeneration
+
+    run = Speedrun(tmp_path / "run", tiny_config(), corpus=tiny_corpus, progress=False)
+    summary = run.run()
+    assert list(summary["steps"]) == list(STEPS)
+    ck = run.checkpoint
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "am.mvn", "codec/codec.json",
+                 "speaker_encoder", "timbre/timbre.json", "report.md", "report.json", "training/stage2/metrics.csv",
+                 "training/encoder_ctc_metrics.csv"):
+        assert (ck / name).exists(), name
+    config = json.loads((ck / "config.json").read_text())
+    assert config["trained"] and config["codec"] == {"type": "nano", "path": "codec"}
+    assert config["speaker_encoder"] == "speaker_encoder" and config["cmvn"] == "am.mvn"
+    assert QinYuForConditionalGeneration.from_pretrained(ck, dtype=None).dtype == torch.bfloat16
+    report = json.loads((ck / "report.json").read_text())
+    assert report["items"]["qa"] == 1
+
+    # a finished run is all skips; --from redoes that step and every later one
+    stamps = {s: (run.steps_dir / f"{s}.json").stat().st_mtime_ns for s in STEPS}
+    run.run()
+    assert all((run.steps_dir / f"{s}.json").stat().st_mtime_ns == stamps[s] for s in STEPS)
+    run.run(start_from="assemble")
+    redone = {s for s in STEPS if (run.steps_dir / f"{s}.json").stat().st_mtime_ns != stamps[s]}
+    assert redone == {"assemble", "evaluate"}
+
+    # the shipped folder is self-contained: the demo answers its bundled spoken questions
+    shipped = tmp_path / "shipped"
+    import shutil
+
+    from qinyu.demo import run_demo
+
+    shutil.copytree(ck, shipped)
+    shutil.rmtree(tmp_path / "run")
+    answers = run_demo(tmp_path / "demo", model_dir=shipped, serve=False, max_steps=40)
+    assert set(answers) == {"What is two plus five?", "Which noise does a cat make?",
+                            "Please sing Twinkle Twinkle Little Star."}
+    assert len(list((tmp_path / "demo").glob("reply-*.wav"))) == 3
+    session = load_session(shipped)
+    assert session.persona.system == "Your Voice Embedding: <|speaker|>" and session.persona.voice.shape == (192,)
+    assert session.model.dtype == torch.float32  # bf16 on disk, fp32 on a CPU
+
+
+def test_bad_steps_and_arguments_are_named(tmp_path, capsys):
+    with pytest.raises(SpeedrunError, match="unknown step 'training'"):
+        Speedrun(tmp_path / "run", tiny_config()).run(start_from="training")
+    assert main(["speedrun", "--out", str(tmp_path / "r"), "--corpus", str(tmp_path / "nothing")]) == 2
+    assert "not a nano corpus" in capsys.readouterr().err
+    assert main(["speedrun", "--out", str(tmp_path / "r"), "--eval-limit", "0"]) == 2
