@@ -49,8 +49,10 @@ def _tiny(layout: TokenLayout) -> QinYuConfig:
 
 def _nano(layout: TokenLayout) -> QinYuConfig:
     config = _tiny(layout)
+    # rope_theta 10,000 (not Qwen3's 1e6): with 16 frequency pairs per head, 1e6 leaves only a few
+    # that turn within a few hundred tokens, and finding the frames a word came from is positional
     config.backbone.update(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
-                           num_key_value_heads=2, head_dim=32)
+                           num_key_value_heads=2, head_dim=32, rope_theta=10000.0)
     config.audio_encoder = {"type": "simple", "input_size": 560, "hidden_size": 192, "num_layers": 4, "num_heads": 4,
                             "output_size": 512, "num_query_frames": 0, "utterance_cmn": True, "conv_kernel": 5,
                             "max_positions": 1024, "dropout": 0.1}

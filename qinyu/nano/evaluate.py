@@ -858,10 +858,11 @@ def render(report: dict) -> str:
 
 
 def plot_losses(model_dir: Path, png: Path):
-    """(path, note): every metrics.csv in the checkpoint folder or one level below."""
-    files = sorted(set(model_dir.glob("metrics.csv")) | set(model_dir.glob("*/metrics.csv")))
+    """(path, note): every ``*metrics.csv`` under the checkpoint folder (the speedrun puts
+    each stage's in ``training/``, and the CTC encoder's)."""
+    files = sorted(model_dir.rglob("*metrics.csv"))
     if not files:
-        return None, f"no metrics.csv in {model_dir} or its subfolders: no loss curves"
+        return None, f"no metrics.csv under {model_dir}: no loss curves"
     plt = _pyplot()
     if plt is None:
         return None, "matplotlib is not installed: no plots"
@@ -870,7 +871,7 @@ def plot_losses(model_dir: Path, png: Path):
     fig, axes = plt.subplots(len(files), 1, figsize=(8, 3 * len(files)), squeeze=False)
     for ax, f in zip(axes[:, 0], files):
         rows = read_metrics(f)
-        for key in ("loss", "text_loss", "audio_loss"):
+        for key in ("loss", "text_loss", "audio_loss", "ctc_loss"):
             if rows and key in rows[0]:
                 ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=key)
         ax.set_title(f.relative_to(model_dir).as_posix())

@@ -42,7 +42,8 @@ class SpeedrunConfig:
     # CAM++ sized for speed and the 30 MB budget (the official size is ~7 M parameters)
     speaker_config: dict = field(default_factory=lambda: {"growth_rate": 16, "bn_size": 2, "init_channels": 32,
                                                           "block_layers": [4, 6, 4]})
-    speaker_steps: int = 300
+    speaker_steps: int = 250
+    speaker_codec_share: float = 0.5  # this share of the assistant-side clips is added again through the codec
     cmvn_files: int = 400
     timbre_config: dict = field(default_factory=lambda: {"hidden": 128, "filter_channels": 256, "blocks": 2,
                                                          "heads": 2})
@@ -55,11 +56,18 @@ class SpeedrunConfig:
     # stages 1 and 2 keep the CTC-trained encoder frozen (the recipe's default, as the paper keeps
     # SenseVoice frozen): fine-tuning it on the 20 train user voices without augmentation undoes
     # what the augmented CTC step taught it about unheard voices
-    stage1: dict = field(default_factory=lambda: {"steps": 900, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.03})
-    stage2: dict = field(default_factory=lambda: {"steps": 300, "batch_size": 4, "lr": 1e-3, "warmup_ratio": 0.03,
+    stage1: dict = field(default_factory=lambda: {"steps": 750, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.03})
+    stage2: dict = field(default_factory=lambda: {"steps": 450, "batch_size": 4, "lr": 1.5e-3, "warmup_ratio": 0.03,
                                                   "weight_decay": 0.1})
     max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
-    data_weights: dict = field(default_factory=lambda: {"singing": 3.0})
+    # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
+    # tasks of the train split (split by ``_split_by_task``), "train" (all of it) and "extra_asr"
+    # (the encoder step's re-spoken transcripts). Stage 1 is speech-text pre-training (ASR, TTS,
+    # spoken QA: the LM learns to read the encoder and to speak), stage 2 SFT on everything.
+    stage_data: dict = field(default_factory=lambda: {
+        0: {"asr": 1.0, "extra_asr": 1.0},
+        1: {"asr": 1.0, "extra_asr": 1.0, "tts": 1.0, "chat": 1.0},
+        2: {"train": 1.0, "singing": 3.0, "extra_asr": 0.5}})
     eval_limit: int | None = None
     ship_dtype: str = "bf16"
 
@@ -167,12 +175,23 @@ class Speedrun:
         from ..voice.campplus import CAMPPlusConfig
         from ..voice.speaker_train import train_speaker_encoder
 
+        from tqdm import tqdm
+
+        from ..codec import load_codec
+
         clips = []
         for path, sample in self.assistant_audio():
             voice = sample["meta"].get("voice")
             if voice:
                 clips.append((*load_audio(path, 16000), voice))
         rng = random.Random(self.config.seed)
+        # the same voices after the codec: generated speech reaches the speaker encoder through the
+        # codec, which changes what CAM++ hears (trained on clean clips only, it named the right
+        # role-play voice for 46 of 48 clean held-out lines but 12 of 48 codec-resynthesised ones)
+        codec = load_codec(self.out / "codec")
+        for wav, sr, voice in tqdm(rng.sample(clips, int(len(clips) * self.config.speaker_codec_share)),
+                                   desc="codec copies for CAM++", unit="clip", disable=not self.progress):
+            clips.append((codec.decode(codec.encode(wav, sr)), codec.output_sample_rate, voice))
         users = [(self.corpus / s["audios"][0], s["meta"]["user_voice"]) for s in self.train_samples()
                  if s["task"] == "chat" and s["meta"].get("user_voice")]
         for path, voice in rng.sample(users, min(len(users), len(clips) // 2)):
@@ -282,10 +301,22 @@ class Speedrun:
                 text = sample["messages"][-1]["content"].replace("<|audio|>", "").strip()
                 pairs.append((front_end(load_audio(path, 16000)[0], 16000), text))
         counts["replies"] = len(pairs) - counts["asr"]
-        for wav, text in extra_voices(user_texts, self.config.encoder_extra_utterances, self.config.seed,
-                                      self.progress):
-            pairs.append((front_end(wav, 16000), text))
-        counts["extra"] = self.config.encoder_extra_utterances
+        extra_dir = prepared / "cache" / "extra"
+        extra_dir.mkdir(parents=True, exist_ok=True)
+        extra_rows = []
+        for k, (wav, text) in enumerate(extra_voices(user_texts, self.config.encoder_extra_utterances,
+                                                     self.config.seed, self.progress)):
+            feats = front_end(wav, 16000)
+            pairs.append((feats, text))
+            np.save(extra_dir / f"{k:05d}.npy", feats)
+            extra_rows.append({"id": f"extra-asr-{k:05d}", "task": "asr", "messages": [
+                {"role": "user", "content": "Convert the speech to text.\n<|audio|>"},
+                {"role": "assistant", "content": text}],
+                "audio": [{"role": "user", "source": None, "features": f"cache/extra/{k:05d}.npy",
+                           "frames": len(feats), "speaker": None}], "voice": None})
+        counts["extra"] = len(extra_rows)
+        # the same utterances as ASR samples for the SLM stages (``extra_asr.prepared.jsonl``)
+        (prepared / "extra_asr.prepared.jsonl").write_text("".join(json.dumps(r) + "\n" for r in extra_rows))
         bar = _bar(self.config.encoder_steps, "audio encoder (CTC)", self.progress)
 
         def progress(step, steps, loss, cer):
@@ -302,22 +333,24 @@ class Speedrun:
 
         names = {0: "align", 1: "pretrain", 2: "sft"}
         init = self.out / "encoder" if stage == 0 else self.out / f"stage{stage - 1}" / "final"
-        weights = self.config.data_weights
-        data = [{"path": str(self.out / "prepared" / "train.prepared.jsonl"), "weight": 1.0}]
-        extra = [{"path": str(self.out / "prepared" / f"{task}.prepared.jsonl"), "weight": w}
-                 for task, w in weights.items()]
+        data = [{"path": str(self.out / "prepared" / f"{stem}.prepared.jsonl"), "weight": w}
+                for stem, w in self.config.stage_data[stage].items()]
         return Recipe(name=f"nano-stage{stage}-{names[stage]}", stage=names[stage], out=str(self.out / f"stage{stage}"),
-                      data=data + extra, init=str(init), max_length=self.config.max_length, seed=44 + stage,
+                      data=data, init=str(init), max_length=self.config.max_length, seed=44 + stage,
                       **getattr(self.config, f"stage{stage}"))
 
     def _split_by_task(self) -> None:
-        """``prepared/<task>.prepared.jsonl`` for tasks given extra weight."""
-        path = self.out / "prepared" / "train.prepared.jsonl"
-        for task in self.config.data_weights:
-            lines = [line for line in path.read_text().splitlines() if json.loads(line)["task"] == task]
-            if not lines:
-                raise SpeedrunError(f"data_weights names task {task!r}, which the prepared data does not have")
+        """``prepared/<task>.prepared.jsonl`` for every task of the train split."""
+        by_task: dict[str, list[str]] = {}
+        for line in (self.out / "prepared" / "train.prepared.jsonl").read_text().splitlines():
+            by_task.setdefault(json.loads(line)["task"], []).append(line)
+        for task, lines in by_task.items():
             (self.out / "prepared" / f"{task}.prepared.jsonl").write_text("\n".join(lines) + "\n")
+        for stage, stems in self.config.stage_data.items():
+            missing = [s for s in stems if not (self.out / "prepared" / f"{s}.prepared.jsonl").is_file()]
+            if missing:
+                raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
+                                    f"(tasks: {sorted(by_task)}, plus train and extra_asr)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train

@@ -151,9 +151,11 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
         sched.step()
         if heldout and (step % eval_every == 0 or step == steps):
             last_cer = evaluate()
-        rows.append({"step": step, "ctc_loss": round(loss.item(), 4), "lr": sched.get_last_lr()[0],
-                     "heldout_cer": "" if last_cer is None or step % eval_every and step != steps else round(last_cer, 4),
-                     "seconds": round(time.time() - start, 1)})
+        row = {"step": step, "ctc_loss": round(loss.item(), 4), "lr": sched.get_last_lr()[0],
+               "seconds": round(time.time() - start, 1)}
+        if heldout:  # nan between evaluations, so every value reads as a number
+            row["heldout_cer"] = round(last_cer, 4) if step % eval_every == 0 or step == steps else float("nan")
+        rows.append(row)
         if progress:
             progress(step, steps, loss.item(), last_cer)
 

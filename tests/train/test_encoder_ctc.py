@@ -33,7 +33,7 @@ def test_the_encoder_learns_to_transcribe_and_only_it_changes(tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("model.audio_model.") for k in changed)
     rows = (tmp_path / "out" / "encoder_ctc_metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("step,ctc_loss") and len(rows) == 151
+    assert rows[0] == "step,ctc_loss,lr,seconds,heldout_cer" and len(rows) == 151
 
 
 def test_bad_pairs_are_named(tmp_path):
