@@ -82,3 +82,26 @@ def test_qinyu_serve_answers_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_sessions_start_from_the_checkpoints_default_prompt_and_voice(tmp_path, speaking_checkpoint):
+    """A checkpoint's config system_prompt/default_voice (qinyu-nano ships both) are what a
+    session uses until the client sets instructions, a role or a voice."""
+    from qinyu.server.backend import Backend
+
+    ck = tmp_path / "ck"
+    shutil.copytree(speaking_checkpoint, ck)
+    voice = np.arange(192, dtype=np.float32)
+    np.save(ck / "assistant.npy", voice)
+    config = json.loads((ck / "config.json").read_text())
+    config.update(system_prompt="Your Voice Embedding: <|speaker|>", default_voice="assistant.npy")
+    (ck / "config.json").write_text(json.dumps(config))
+    backend = Backend(ck)
+    try:
+        default = backend.persona()
+        assert default.system == "Your Voice Embedding: <|speaker|>" and np.array_equal(default.voice, voice)
+        assert backend.persona(system="Be brief.").system == "Be brief."
+        role = backend.persona(role_description="A pirate.", voice=np.zeros(192, np.float32))
+        assert role.system is None and role.role_description == "A pirate." and not role.voice.any()
+    finally:
+        backend.close()
