@@ -61,9 +61,11 @@ class SpeedrunConfig:
                                                   "weight_decay": 0.1})
     max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
     # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
-    # tasks of the train split (split by ``_split_by_task``), "train" (all of it) and "extra_asr"
-    # (the encoder step's re-spoken transcripts). Stage 1 is speech-text pre-training (ASR, TTS,
-    # spoken QA: the LM learns to read the encoder and to speak), stage 2 SFT on everything.
+    # tasks of the train split (split by ``_split_by_task``), "train" (all of it), "extra_asr"
+    # (the encoder step's re-spoken transcripts) and "chat_text" (the spoken QA with typed
+    # questions, ``typed_questions``; not in the defaults: adding it to stages 1 and 2 did not help,
+    # see docs/nano.md). Stage 1 is speech-text pre-training (ASR, TTS, spoken QA: the LM learns to
+    # read the encoder and to speak), stage 2 SFT on everything.
     stage_data: dict = field(default_factory=lambda: {
         0: {"asr": 1.0, "extra_asr": 1.0},
         1: {"asr": 1.0, "extra_asr": 1.0, "tts": 1.0, "chat": 1.0},
@@ -346,6 +348,8 @@ class Speedrun:
             by_task.setdefault(json.loads(line)["task"], []).append(line)
         for task, lines in by_task.items():
             (self.out / "prepared" / f"{task}.prepared.jsonl").write_text("\n".join(lines) + "\n")
+        text_chat = [json.dumps(typed_questions(json.loads(line))) for line in by_task.get("chat", [])]
+        (self.out / "prepared" / "chat_text.prepared.jsonl").write_text("\n".join(text_chat) + "\n")
         for stage, stems in self.config.stage_data.items():
             missing = [s for s in stems if not (self.out / "prepared" / f"{s}.prepared.jsonl").is_file()]
             if missing:
@@ -497,6 +501,30 @@ def extra_voices(texts: list[str], count: int, seed: int = 0, progress: bool = T
         wav, sr = espeak(text, voice=f"{rng.choice(EXTRA_ACCENTS)}+{rng.choice(variants)}", pitch=rng.randint(20, 80),
                          speed=rng.randint(120, 200))
         yield resample(wav, sr, 16000), text
+
+
+def typed_questions(sample: dict) -> dict:
+    """A prepared spoken-QA sample with every user utterance replaced by its transcript
+    (``meta.transcripts`` lists the texts of the sample's audios in order): the same
+    conversation typed, the same spoken answer. Answering is then also learned from text."""
+    transcripts = (sample.get("meta") or {}).get("transcripts") or []
+    if len(transcripts) != len(sample["audio"]):
+        raise SpeedrunError(f"sample {sample.get('id')}: {len(transcripts)} transcripts for "
+                            f"{len(sample['audio'])} audios")
+    audio, messages, k = [], [], 0
+    for m in sample["messages"]:
+        parts = m["content"].split("<|audio|>")
+        content = parts[0]
+        for part in parts[1:]:
+            entry = sample["audio"][k]
+            if entry["role"] == "user":
+                content += transcripts[k] + part
+            else:
+                content += "<|audio|>" + part
+                audio.append(entry)
+            k += 1
+        messages.append({"role": m["role"], "content": content})
+    return {**sample, "id": f"{sample['id']}-typed", "messages": messages, "audio": audio}
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -85,3 +85,23 @@ def test_bad_steps_and_arguments_are_named(tmp_path, capsys):
     assert main(["speedrun", "--out", str(tmp_path / "r"), "--corpus", str(tmp_path / "nothing")]) == 2
     assert "not a nano corpus" in capsys.readouterr().err
     assert main(["speedrun", "--out", str(tmp_path / "r"), "--eval-limit", "0"]) == 2
+
+
+def test_typed_questions_keep_the_spoken_answer_and_type_every_question():
+    from qinyu.nano.speedrun import typed_questions
+
+    sample = {"id": "qa-follow", "task": "chat", "voice": "cache/voice/v.npy",
+              "messages": [{"role": "user", "content": "<|audio|>"},
+                           {"role": "assistant", "content": "Three plus four is seven."},
+                           {"role": "user", "content": "<|audio|>"},
+                           {"role": "assistant", "content": "Then it's eight.<|audio|>"}],
+              "audio": [{"role": "user", "features": "f0.npy"}, {"role": "user", "features": "f1.npy"},
+                        {"role": "assistant", "codes": "c.npy"}],
+              "meta": {"transcripts": ["How much is three plus four?", "What if I add one?", "Then it's eight."]}}
+    typed = typed_questions(sample)
+    assert [m["content"] for m in typed["messages"]] == [
+        "How much is three plus four?", "Three plus four is seven.", "What if I add one?", "Then it's eight.<|audio|>"]
+    assert typed["audio"] == [{"role": "assistant", "codes": "c.npy"}] and typed["voice"] == sample["voice"]
+    assert typed["id"] == "qa-follow-typed"
+    with pytest.raises(SpeedrunError, match="2 transcripts for 3 audios"):
+        typed_questions({**sample, "meta": {"transcripts": ["a", "b"]}})
