@@ -359,20 +359,13 @@ def cmd_tts(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
-    from .server.app import create_app
+    from .server.app import run_server
     from .server.config import ServerConfig
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("library", args.library),
                                    ("timbre", args.timbre), ("max_steps", args.max_steps)) if v is not None}
     config = ServerConfig.load(args.config, **overrides) if args.config else ServerConfig.from_dict(overrides)
-    app = create_app(args.model, config=config)
-    print(f"qinyu serving {args.model} at http://{config.host}:{config.port}/  (realtime: "
-          f"ws://{config.host}:{config.port}/v1/realtime)", flush=True)
-    # the socket may carry a bit more than max_event_bytes so an oversized event gets an error event, not a drop
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
-                ws_max_size=4 * config.max_event_bytes + (1 << 20))
+    run_server(args.model, config)
     return 0
 
 

@@ -116,33 +116,31 @@ def run_demo(out_dir="demo-out", model_dir=None, serve: bool = True, host: str =
     results = {}
     for wav_path in sorted((model_dir / "examples").glob("*.wav")):
         question = wav_path.with_suffix(".txt").read_text().strip() if wav_path.with_suffix(".txt").is_file() else "?"
-        wav, sr = load_audio(wav_path)
-        heard = session.asr(*load_audio(wav_path, 16000))
+        wav = load_audio(wav_path, 16000)[0]
+        heard = session.asr(wav, 16000)
         pcm, done = [], None
-        for event in session.respond(session.user_turn(audio=(wav, sr)), remember=False):
+        for event in session.respond(session.user_turn(audio=(wav, 16000)), remember=False):
             if isinstance(event, AudioChunk):
                 pcm.append(event.pcm)
             elif isinstance(event, Done):
                 done = event
-        reply = out / f"reply-{wav_path.stem}.wav"
-        audio = np.concatenate(pcm) if pcm else np.zeros(1, np.float32)
         if session.codec is not None:
-            save_audio(reply, audio, session.codec.output_sample_rate)
+            reply, rate = out / f"reply-{wav_path.stem}.wav", session.codec.output_sample_rate
+            audio = np.concatenate(pcm) if pcm else np.zeros(1, np.float32)
+            save_audio(reply, audio, rate)
+            spoken = f"{len(audio) / rate:.1f} s of speech -> {reply}"
+        else:
+            spoken = "this checkpoint names no codec: text only"
         print(f"  user (spoken, {wav_path.name}): {question!r}\n    heard (its ASR): {heard!r}\n"
-              f"    qinyu: {done.text.strip()!r}  [{len(audio) / (session.codec.output_sample_rate if session.codec else 1):.1f} s of "
-              f"speech -> {reply}]")
+              f"    qinyu: {done.text.strip()!r}  [{spoken}]")
         results[question] = done.text.strip()
     if serve:
-        import uvicorn
-
-        from .server.app import create_app
+        from .server.app import run_server
         from .server.config import ServerConfig
 
-        config = ServerConfig.from_dict({"host": host, "port": port})
-        app = create_app(str(model_dir), config=config)
-        print(f"\nqinyu serving {model_dir} at http://{host}:{port}/  (open it in a browser, allow the microphone "
-              f"and ask e.g. \"what is two plus five?\"; Ctrl-C stops)", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=4 * config.max_event_bytes + (1 << 20))
+        print("\nstarting the voice server: open its URL in a browser, allow the microphone and ask e.g. "
+              "\"what is two plus five?\"; Ctrl-C stops", flush=True)
+        run_server(model_dir, ServerConfig.from_dict({"host": host, "port": port}))
     return results
 
 

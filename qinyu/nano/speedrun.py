@@ -1,4 +1,4 @@
-"""The qinyu-nano speedrun (``make speedrun`` = ``qinyu nano speedrun``): everything from
+"""The qinyu-nano speedrun (``make speedrun`` = ``qinyu speedrun``): everything from
 nothing on 2 CPU cores, through the same code paths as the official scale.
 
     corpus -> codec -> tokenizer -> speaker -> cmvn -> prepare -> timbre -> init
@@ -173,13 +173,12 @@ class Speedrun:
         """CAM++ from scratch on every train clip, labelled with the voice that speaks it
         (assistant, role-play and singing voices from ``meta.voice``, users from
         ``meta.user_voice``)."""
-        from ..audio.io import load_audio
-        from ..voice.campplus import CAMPPlusConfig
-        from ..voice.speaker_train import train_speaker_encoder
-
         from tqdm import tqdm
 
+        from ..audio.io import load_audio
         from ..codec import load_codec
+        from ..voice.campplus import CAMPPlusConfig
+        from ..voice.speaker_train import train_speaker_encoder
 
         clips = []
         for path, sample in self.assistant_audio():
@@ -245,14 +244,12 @@ class Speedrun:
         train lines (what the SLM was conditioned on)."""
         from ..voice.timbre import TimbreConfig, train_timbre
 
-        by_voice: dict[str, list] = {}
         descriptions: dict[str, set] = {}
         for s in self.prepared_samples():
-            meta = s.get("meta") or {}
             if s["task"] == "roleplay" and s.get("voice"):
-                by_voice.setdefault(meta["voice"], []).append(np.load(self.out / "prepared" / s["voice"]))
-                descriptions.setdefault(meta["voice"], set()).add(meta["description"])
-        pairs = [(d, np.mean(by_voice[v], axis=0)) for v in sorted(by_voice) for d in sorted(descriptions[v])]
+                descriptions.setdefault(s["meta"]["voice"], set()).add(s["meta"]["description"])
+        vectors = self.voice_vectors()  # role-play voices speak only role-play lines
+        pairs = [(d, vectors[v]) for v in sorted(descriptions) for d in sorted(descriptions[v])]
         bar = _bar(self.config.timbre_steps, "text-to-timbre", self.progress)
 
         def progress(step, loss):
@@ -263,7 +260,7 @@ class Speedrun:
                              seed=self.config.seed, progress=progress)
         bar.close()
         model.save(self.out / "timbre")
-        return {"pairs": len(pairs), "voices": len(by_voice)}
+        return {"pairs": len(pairs), "voices": len(descriptions)}
 
     # -- the spoken language model ------------------------------------------------------
     def step_init(self) -> dict:
@@ -287,6 +284,7 @@ class Speedrun:
         starts from, learned from tens of thousands of hours for the same reason."""
         from ..audio.fbank import SenseVoiceFrontEnd
         from ..audio.io import load_audio
+        from ..layout import ASR_PROMPT
         from ..train.encoder_ctc import pretrain_audio_encoder
 
         prepared = self.out / "prepared"
@@ -312,7 +310,7 @@ class Speedrun:
             pairs.append((feats, text))
             np.save(extra_dir / f"{k:05d}.npy", feats)
             extra_rows.append({"id": f"extra-asr-{k:05d}", "task": "asr", "messages": [
-                {"role": "user", "content": "Convert the speech to text.\n<|audio|>"},
+                {"role": "user", "content": ASR_PROMPT},
                 {"role": "assistant", "content": text}],
                 "audio": [{"role": "user", "source": None, "features": f"cache/extra/{k:05d}.npy",
                            "frames": len(feats), "speaker": None}], "voice": None})
@@ -354,7 +352,7 @@ class Speedrun:
             missing = [s for s in stems if not (self.out / "prepared" / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
-                                    f"(tasks: {sorted(by_task)}, plus train and extra_asr)")
+                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr and chat_text)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train
@@ -451,21 +449,19 @@ EXAMPLE_VOICE = "user-en-05"
 
 
 def write_examples(folder: Path) -> None:
-    from ..audio.espeak import espeak
     from ..audio.io import save_audio
+    from ..data.synth.tts import EspeakTTS
     from ..data.synth.voices import USER_VOICES
 
     voice = next(v for v in USER_VOICES["en"] if v.name == EXAMPLE_VOICE)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in EXAMPLES.items():
-        wav, sr = espeak(text, voice=f"{voice.espeak}+{voice.variant}", pitch=voice.pitch, speed=voice.speed)
+        wav, sr = EspeakTTS().synthesize(text, voice)
         save_audio(folder / f"{name}.wav", wav, sr)
         (folder / f"{name}.txt").write_text(text + "\n")
 
 
-# Accents whose variants work (as in qinyu.data.synth.voices) and variants that are not voices
-# to learn from (no pitch, or not speech-like).
-EXTRA_ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+# Variants that are not voices to learn from (no pitch, or not speech-like).
 NOT_SPEECH_LIKE = ("whisper", "robot", "robosoft", "demonic", "half-life", "universalrobot")
 
 
@@ -487,7 +483,7 @@ def extra_voices(texts: list[str], count: int, seed: int = 0, progress: bool = T
 
     from ..audio.espeak import espeak
     from ..audio.io import resample
-    from ..data.synth.voices import USER_VOICES
+    from ..data.synth.voices import EN_ACCENTS, USER_VOICES
     from .corpus import HELDOUT_USER_VOICES
 
     held = {v.variant.lower() for v in USER_VOICES["en"] if v.name in HELDOUT_USER_VOICES}
@@ -498,7 +494,7 @@ def extra_voices(texts: list[str], count: int, seed: int = 0, progress: bool = T
     rng = random.Random(seed)
     for _ in tqdm(range(count), desc="extra voices for the encoder", unit="utt", disable=not progress):
         text = rng.choice(texts)
-        wav, sr = espeak(text, voice=f"{rng.choice(EXTRA_ACCENTS)}+{rng.choice(variants)}", pitch=rng.randint(20, 80),
+        wav, sr = espeak(text, voice=f"{rng.choice(EN_ACCENTS)}+{rng.choice(variants)}", pitch=rng.randint(20, 80),
                          speed=rng.randint(120, 200))
         yield resample(wav, sr, 16000), text
 

@@ -304,3 +304,16 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
                 pass  # cancelled again while cleaning up: the session's tasks were already told to stop
 
     return app
+
+
+def run_server(model_dir, config: ServerConfig) -> None:
+    """Load ``model_dir``, print where it is served, and serve until interrupted
+    (``qinyu serve`` and ``make demo``)."""
+    import uvicorn
+
+    app = create_app(str(model_dir), config=config)
+    print(f"qinyu serving {model_dir} at http://{config.host}:{config.port}/  (realtime: "
+          f"ws://{config.host}:{config.port}/v1/realtime)", flush=True)
+    # the socket may carry a bit more than max_event_bytes so an oversized event gets an error event, not a drop
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
+                ws_max_size=4 * config.max_event_bytes + (1 << 20))

@@ -118,6 +118,8 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
     rows, start, last_cer = [], time.time(), None
 
     def evaluate() -> float:
+        from ..eval.metrics.wer import align_counts
+
         encoder.eval()
         errors = total = 0
         with torch.no_grad():
@@ -126,7 +128,7 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
                 frames, _ = encoder(x, torch.tensor([x.shape[1]]))
                 hyp = _letters(tokenizer.decode(greedy_ctc(head(frames[0]), vocab)))
                 ref = _letters(text)
-                errors += _edit_distance(hyp, ref)
+                errors += sum(align_counts(list(ref), list(hyp)))
                 total += len(ref)
         encoder.train()
         return errors / max(1, total)
@@ -175,12 +177,3 @@ def _letters(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalnum() or c in " '").strip()
 
 
-def _edit_distance(hyp: str, ref: str) -> int:
-    import jiwer
-
-    if not ref:
-        return len(hyp)
-    if not hyp:
-        return len(ref)
-    out = jiwer.process_characters(ref, hyp)
-    return out.substitutions + out.deletions + out.insertions

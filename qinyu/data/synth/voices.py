@@ -14,7 +14,7 @@ import random
 from .tts import Voice
 
 # English accents whose variants work (espeak-ng's plain "en-gb" ignores the variant)
-_EN_ACCENTS = ["en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
+EN_ACCENTS = ["en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
                "en-gb-x-gbcwmd"]
 _VARIANTS = ["m1", "f3", "m3", "f1", "m7", "f4", "Andy", "f2", "m2", "Annie", "klatt", "f5", "m5", "anika",
              "m6", "Alicia", "Michael", "Steph", "m4", "Linda", "Gene", "Belinda", "m8", "Andrea"]
@@ -27,7 +27,7 @@ def _user_pool(language: str, count: int) -> list[Voice]:
         if language == "zh":
             espeak_voice = "cmn-latn-pinyin"
         else:
-            espeak_voice = _EN_ACCENTS[i % len(_EN_ACCENTS)]
+            espeak_voice = EN_ACCENTS[i % len(EN_ACCENTS)]
         # pitch and speed walk through their ranges at strides coprime to the pool size,
         # so neighbouring voices differ in every control
         pitch = 25 + (i * 17) % 51          # 25..75
