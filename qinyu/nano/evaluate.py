@@ -494,11 +494,15 @@ class NanoModel:
         return self._train_clips
 
     def voice_vector(self, task: str, voice: str) -> np.ndarray:
-        """The mean embedding of up to ``CENTROID_CLIPS`` train clips of ``voice`` in
-        ``task`` (what training's voice vectors were), else of its reference clips."""
+        """The checkpoint's own vector of ``voice`` (``voices/<voice>.npy``: what training
+        conditioned on) when it ships one, else the mean embedding of up to
+        ``CENTROID_CLIPS`` train clips of ``voice`` in ``task``, else of its reference clips."""
         from ..audio.io import load_audio
 
         key = f"{task}:{voice}"
+        shipped = self.model_dir / "voices" / f"{voice}.npy"
+        if key not in self._centroids and shipped.is_file():
+            self._centroids[key] = np.load(shipped).astype(np.float32)
         if key not in self._centroids:
             clips = self.train_clips().get((task, voice), [])[:CENTROID_CLIPS] or reference_clips(self.corpus, voice)
             if not clips:

@@ -48,8 +48,9 @@ class SpeedrunConfig:
     timbre_config: dict = field(default_factory=lambda: {"hidden": 128, "filter_channels": 256, "blocks": 2,
                                                          "heads": 2})
     timbre_steps: int = 1500
-    encoder_steps: int = 800
+    encoder_steps: int = 1200
     encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
+    encoder_extra_requests: int = 1500  # single-turn spoken questions and singing requests re-spoken likewise
     # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
     stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
                                                   "train_audio_embeddings": True})
@@ -61,15 +62,19 @@ class SpeedrunConfig:
                                                   "weight_decay": 0.1})
     max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
     # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
-    # tasks of the train split (split by ``_split_by_task``), "train" (all of it), "extra_asr"
-    # (the encoder step's re-spoken transcripts) and "chat_text" (the spoken QA with typed
-    # questions, ``typed_questions``; not in the defaults: adding it to stages 1 and 2 did not help,
-    # see docs/nano.md). Stage 1 is speech-text pre-training (ASR, TTS, spoken QA: the LM learns to
-    # read the encoder and to speak), stage 2 SFT on everything.
+    # tasks of the train split (split by ``_split_by_task``), "train" (all of it), "extra_asr",
+    # "extra_chat" and "extra_singing" (the encoder step's re-spoken transcripts and requests),
+    # "chat_text" (the spoken QA with typed questions, ``typed_questions``) and "arith_text"
+    # (typed arithmetic answered in text, ``text_arithmetic``), "voice_tts" (role-play lines read
+    # in their character's voice, ``line_as_tts``). Stage 1 is speech-text
+    # pre-training (ASR, TTS, spoken QA: the LM learns to read the encoder, to answer and to
+    # speak), stage 2 SFT on everything.
     stage_data: dict = field(default_factory=lambda: {
         0: {"asr": 1.0, "extra_asr": 1.0},
-        1: {"asr": 1.0, "extra_asr": 1.0, "tts": 1.0, "chat": 1.0},
-        2: {"train": 1.0, "singing": 3.0, "extra_asr": 0.5}})
+        1: {"asr": 1.0, "extra_asr": 1.0, "tts": 1.0, "chat": 1.0, "extra_chat": 1.0, "chat_text": 1.0,
+            "arith_text": 2.0, "voice_tts": 1.0, "singing": 1.0},
+        2: {"train": 1.0, "singing": 3.0, "extra_singing": 1.0, "extra_asr": 0.5, "extra_chat": 1.0,
+            "voice_tts": 1.0}})
     eval_limit: int | None = None
     ship_dtype: str = "bf16"
 
@@ -231,7 +236,36 @@ class Speedrun:
                           "cmvn": str(self.out / "am.mvn"), "workers": 2})
         if report.skipped:
             raise SpeedrunError(f"prepare skipped {report.skipped} sample(s): {report.problems()[:5]}")
-        return {"samples": report.samples}
+        voices = self._one_vector_per_voice()
+        return {"samples": report.samples, "voices": voices}
+
+    def _one_vector_per_voice(self) -> int:
+        """Give every sample spoken by a named voice (``meta.voice``) that voice's vector:
+        the mean of the CAM++ vectors prepare computed for the voice's samples, written to
+        ``prepared/voices/<name>.npy``, as the reference trains from a speaker table
+        (``spk2emb[sample.speaker]``).
+
+        Prepare's default, the CAM++ vector of the sample's own reply, carries what the
+        reply says: a small model learns to read its answer from it (teacher-forced QA text
+        loss near zero) and then, given the voice's vector at inference, answers questions it
+        did not listen to (measured: 2 of 24 train questions answered right)."""
+        prepared = self.out / "prepared"
+        path = prepared / "train.prepared.jsonl"
+        samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        by_voice: dict[str, list] = {}
+        for s in samples:
+            voice = (s.get("meta") or {}).get("voice")
+            if voice and s.get("voice"):
+                by_voice.setdefault(voice, []).append(np.load(prepared / s["voice"]))
+        (prepared / "voices").mkdir(exist_ok=True)
+        for voice, vectors in by_voice.items():
+            np.save(prepared / "voices" / f"{voice}.npy", np.mean(vectors, axis=0).astype(np.float32))
+        for s in samples:
+            voice = (s.get("meta") or {}).get("voice")
+            if voice in by_voice:
+                s["voice"] = f"voices/{voice}.npy"
+        path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+        return len(by_voice)
 
     def prepared_samples(self) -> list[dict]:
         from ..data.dataset import read_prepared
@@ -276,16 +310,22 @@ class Speedrun:
         return {}
 
     def step_encoder(self) -> dict:
-        """CTC pre-training of the audio encoder (``qinyu.train.encoder_ctc``) on every train
-        utterance with a transcript: the user speech of the ASR pairs, the assistant's and
-        characters' spoken replies, and ``encoder_extra_utterances`` user transcripts re-spoken
-        by other espeak-ng voices (:func:`extra_voices`), so that the encoder hears many more
-        vocal tracts than the 20 train user voices. SenseVoice, which the official model
-        starts from, learned from tens of thousands of hours for the same reason."""
+        """CTC pre-training of the audio encoder (``qinyu.train.encoder_ctc``) on the user
+        speech of the ASR pairs and on user utterances re-spoken by other espeak-ng voices
+        (:func:`extra_voices`), so that the encoder hears many more vocal tracts than the 20
+        train user voices. SenseVoice, which the official model starts from, learned from tens
+        of thousands of hours for the same reason. (The assistant's and characters' replies are
+        left out: 871 clips of nine voices; a probe without them, with 2,000 more re-spoken
+        utterances and 1,200 steps, decoded the held-out voices at 35 % CER against 51 %.)
+
+        The re-spoken utterances are also written as SLM samples: ``encoder_extra_utterances``
+        ASR transcripts (``extra_asr``) and ``encoder_extra_requests`` spoken questions and
+        singing requests of single-turn samples, each with its sample's own answer
+        (``extra_chat``, ``extra_singing``): answering what a new voice asks."""
         from ..audio.fbank import SenseVoiceFrontEnd
-        from ..audio.io import load_audio
         from ..layout import ASR_PROMPT
         from ..train.encoder_ctc import pretrain_audio_encoder
+        from ..voice.campplus import SpeakerEncoder
 
         prepared = self.out / "prepared"
         front_end = SenseVoiceFrontEnd.from_mvn(self.out / "am.mvn")
@@ -296,16 +336,14 @@ class Speedrun:
                 pairs.append((np.load(prepared / s["audio"][0]["features"]), s["messages"][-1]["content"]))
         user_texts = sorted({text for _, text in pairs})
         counts = {"asr": len(pairs)}
-        for path, sample in self.assistant_audio():
-            if sample["task"] in ("chat", "roleplay"):
-                text = sample["messages"][-1]["content"].replace("<|audio|>", "").strip()
-                pairs.append((front_end(load_audio(path, 16000)[0], 16000), text))
-        counts["replies"] = len(pairs) - counts["asr"]
         extra_dir = prepared / "cache" / "extra"
         extra_dir.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(self.config.seed)
+
+        # ASR transcripts in new voices
         extra_rows = []
-        for k, (wav, text) in enumerate(extra_voices(user_texts, self.config.encoder_extra_utterances,
-                                                     self.config.seed, self.progress)):
+        texts = [rng.choice(user_texts) for _ in range(self.config.encoder_extra_utterances)]
+        for k, (wav, text) in enumerate(extra_voices(texts, self.config.seed, self.progress)):
             feats = front_end(wav, 16000)
             pairs.append((feats, text))
             np.save(extra_dir / f"{k:05d}.npy", feats)
@@ -317,6 +355,30 @@ class Speedrun:
         counts["extra"] = len(extra_rows)
         # the same utterances as ASR samples for the SLM stages (``extra_asr.prepared.jsonl``)
         (prepared / "extra_asr.prepared.jsonl").write_text("".join(json.dumps(r) + "\n" for r in extra_rows))
+
+        # spoken requests (one user utterance, then the answer) in new voices, with their answers
+        single = [s for s in self.prepared_samples() if s["task"] in ("chat", "singing")
+                  and [a["role"] for a in s["audio"]] == ["user", "assistant"]]
+        if self.config.encoder_extra_requests and not single:
+            raise SpeedrunError("no single-turn spoken request (chat or singing) to re-speak")
+        chosen = [rng.choice(single) for _ in range(self.config.encoder_extra_requests)] if single else []
+        speaker = SpeakerEncoder.load(self.out / "speaker_encoder")
+        by_task: dict[str, list] = {"chat": [], "singing": []}
+        texts = [s["meta"]["transcripts"][0] for s in chosen]
+        for k, (sample, (wav, text)) in enumerate(zip(chosen, extra_voices(texts, self.config.seed + 1,
+                                                                           self.progress))):
+            feats = front_end(wav, 16000)
+            pairs.append((feats, text))
+            np.save(extra_dir / f"request-{k:05d}.npy", feats)
+            np.save(extra_dir / f"request-{k:05d}-speaker.npy", speaker.embed(wav, 16000).astype(np.float32))
+            user = {"role": "user", "source": None, "features": f"cache/extra/request-{k:05d}.npy",
+                    "frames": len(feats), "speaker": f"cache/extra/request-{k:05d}-speaker.npy"}
+            by_task[sample["task"]].append({**{key: v for key, v in sample.items() if key != "_base"},
+                                            "id": f"{sample['id']}-extra-{k:05d}",
+                                            "audio": [user, sample["audio"][1]]})
+        for task, rows in by_task.items():
+            counts[f"extra_{task}"] = len(rows)
+            (prepared / f"extra_{task}.prepared.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         bar = _bar(self.config.encoder_steps, "audio encoder (CTC)", self.progress)
 
         def progress(step, steps, loss, cer):
@@ -348,11 +410,16 @@ class Speedrun:
             (self.out / "prepared" / f"{task}.prepared.jsonl").write_text("\n".join(lines) + "\n")
         text_chat = [json.dumps(typed_questions(json.loads(line))) for line in by_task.get("chat", [])]
         (self.out / "prepared" / "chat_text.prepared.jsonl").write_text("\n".join(text_chat) + "\n")
+        (self.out / "prepared" / "arith_text.prepared.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in text_arithmetic()))
+        voice_tts = [json.dumps(line_as_tts(json.loads(line))) for line in by_task.get("roleplay", [])]
+        (self.out / "prepared" / "voice_tts.prepared.jsonl").write_text("".join(t + "\n" for t in voice_tts))
         for stage, stems in self.config.stage_data.items():
             missing = [s for s in stems if not (self.out / "prepared" / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
-                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr and chat_text)")
+                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr, extra_chat, extra_singing, "
+                                    f"chat_text, arith_text and voice_tts)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train
@@ -422,16 +489,13 @@ class Speedrun:
         return {"checkpoint": str(ck), "megabytes": round(size / 1e6, 2)}
 
     def voice_vectors(self) -> dict[str, np.ndarray]:
-        """Each assistant-side voice (``meta.voice``): the mean of the voice vectors prepare
-        computed for its samples."""
-        by_voice: dict[str, list] = {}
-        for s in self.prepared_samples():
-            voice = (s.get("meta") or {}).get("voice")
-            if voice and s.get("voice"):
-                by_voice.setdefault(voice, []).append(np.load(self.out / "prepared" / s["voice"]))
-        if "assistant-en" not in by_voice:
-            raise SpeedrunError("no prepared sample is spoken by the assistant voice 'assistant-en'")
-        return {v: np.mean(vs, axis=0).astype(np.float32) for v, vs in sorted(by_voice.items())}
+        """Each assistant-side voice (``meta.voice``): its vector, ``prepared/voices/<name>.npy``
+        (the mean of the vectors prepare computed for its samples; see ``_one_vector_per_voice``)."""
+        folder = self.out / "prepared" / "voices"
+        vectors = {p.stem: np.load(p).astype(np.float32) for p in sorted(folder.glob("*.npy"))}
+        if "assistant-en" not in vectors:
+            raise SpeedrunError(f"no vector for the assistant voice 'assistant-en' in {folder} (run the prepare step)")
+        return vectors
 
     def step_evaluate(self) -> dict:
         from .evaluate import evaluate_nano
@@ -474,8 +538,8 @@ def espeak_variants() -> list[str]:
     return sorted({line.split()[4].split("/")[-1] for line in lines if len(line.split()) >= 5})
 
 
-def extra_voices(texts: list[str], count: int, seed: int = 0, progress: bool = True):
-    """Yield ``count`` (16 kHz waveform, text): ``texts`` spoken by random espeak-ng voices
+def extra_voices(texts: list[str], seed: int = 0, progress: bool = True):
+    """Yield (16 kHz waveform, text) for each of ``texts``, spoken by a random espeak-ng voice
     (accent, variant, pitch, speed). The held-out user voices' variants, and any variant
     whose name starts like one of them (steph2 for steph), are never used, so the held-out
     voices stay unheard."""
@@ -492,8 +556,7 @@ def extra_voices(texts: list[str], count: int, seed: int = 0, progress: bool = T
     if not variants:
         raise SpeedrunError("espeak-ng lists no usable voice variants")
     rng = random.Random(seed)
-    for _ in tqdm(range(count), desc="extra voices for the encoder", unit="utt", disable=not progress):
-        text = rng.choice(texts)
+    for text in tqdm(texts, desc="extra voices", unit="utt", disable=not progress):
         wav, sr = espeak(text, voice=f"{rng.choice(EN_ACCENTS)}+{rng.choice(variants)}", pitch=rng.randint(20, 80),
                          speed=rng.randint(120, 200))
         yield resample(wav, sr, 16000), text
@@ -521,6 +584,48 @@ def typed_questions(sample: dict) -> dict:
             k += 1
         messages.append({"role": m["role"], "content": content})
     return {**sample, "id": f"{sample['id']}-typed", "messages": messages, "audio": audio}
+
+
+def text_arithmetic() -> list[dict]:
+    """Typed arithmetic answered in text only: every train operand pair (``heldout_pair``
+    false) of addition and subtraction in every train question template, answered in the
+    corpus's answer sentence ("Three plus seven is ten."). No system prompt, no audio: ~25
+    tokens a sample, so many fit in one pack, and the spoken answers, which say the same
+    sentence, share what they teach (the sum of two number words)."""
+    from .corpus import MAX_OPERAND, QUESTIONS, heldout_pair
+    from .corpus import _arith as arithmetic_sentences
+
+    rows = []
+    for op, group in (("+", "add"), ("-", "sub")):
+        for a in range(MAX_OPERAND + 1):
+            for b in range(MAX_OPERAND + 1):
+                if (op == "-" and b > a) or heldout_pair(a, op, b):
+                    continue
+                for k, template in enumerate(QUESTIONS[group][0]):
+                    question, answer, _ = arithmetic_sentences(a, op, b, template)
+                    rows.append({"id": f"arith-text-{group}-{a}-{b}-t{k}", "task": "chat",
+                                 "messages": [{"role": "user", "content": question},
+                                              {"role": "assistant", "content": answer}],
+                                 "audio": [], "voice": None})
+    return rows
+
+
+def line_as_tts(sample: dict) -> dict:
+    """A prepared role-play sample's last line as a TTS sample in the character's voice: the
+    line's text to read, its speech, the character's voice vector. Short (no script, no
+    history), so the model sees how each voice vector sounds far more often than the long
+    role-play samples alone would show it."""
+    from ..layout import TTS_PROMPT
+
+    last = sample["messages"][-1]
+    if last["role"] != "assistant" or not last["content"].endswith("<|audio|>") or not sample["audio"] \
+            or sample["audio"][-1]["role"] != "assistant":
+        raise SpeedrunError(f"sample {sample.get('id')}: does not end with a spoken assistant line")
+    text = last["content"][:-len("<|audio|>")].strip()
+    return {"id": f"{sample['id']}-tts", "task": "tts",
+            "messages": [{"role": "user", "content": TTS_PROMPT.format(text=text)},
+                         {"role": "assistant", "content": text + "<|audio|>"}],
+            "audio": [sample["audio"][-1]], "voice": sample["voice"], "meta": sample.get("meta", {})}
 
 
 def _bar(total: int, desc: str, enabled: bool):

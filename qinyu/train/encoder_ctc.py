@@ -135,8 +135,8 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
 
     encoder.train()
     for step in range(1, steps + 1):
-        if len(order) < batch_size:
-            order = list(rng.permutation(len(feats)))
+        while len(order) < batch_size:  # a new shuffled pass (several when there are fewer samples than a batch)
+            order = list(rng.permutation(len(feats))) + order
         idx = [order.pop() for _ in range(batch_size)]
         xs = [augment(feats[i], rng) for i in idx]
         lengths = torch.tensor([len(x) for x in xs])

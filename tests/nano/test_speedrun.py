@@ -19,7 +19,7 @@ def tiny_config() -> SpeedrunConfig:
         speaker_config={"growth_rate": 8, "bn_size": 2, "init_channels": 16, "block_layers": [1, 1, 1],
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
-        timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3,
+        timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
 
@@ -53,6 +53,30 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     assert QinYuForConditionalGeneration.from_pretrained(ck, dtype=None).dtype == torch.bfloat16
     report = json.loads((ck / "report.json").read_text())
     assert report["items"]["qa"] == 1
+
+    # one vector per voice: every sample a named voice speaks is conditioned on that voice's
+    # mean vector, never on its own reply's (which carries what the reply says)
+    import numpy as np
+
+    prepared = run.out / "prepared"
+    voiced = [s for s in run.prepared_samples() if s["meta"].get("voice")]
+    assert voiced and all(s["voice"] == f"voices/{s['meta']['voice']}.npy" for s in voiced)
+    shipped_voice = np.load(ck / "voices" / "assistant-en.npy")
+    # the encoder step's re-spoken requests keep their sample's answer and get new user speech
+    from qinyu.data.dataset import read_prepared
+
+    sources = {s["id"]: s for s in run.prepared_samples()}
+    extra = read_prepared(prepared / "extra_chat.prepared.jsonl") + read_prepared(
+        prepared / "extra_singing.prepared.jsonl")
+    assert len(extra) == 4
+    for row in extra:
+        source = sources[row["id"].rsplit("-extra-", 1)[0]]
+        assert row["audio"][1] == source["audio"][1] and row["messages"] == source["messages"]
+        assert row["voice"] == source["voice"] and row["task"] == source["task"]
+        features = np.load(prepared / row["audio"][0]["features"])
+        assert features.shape == (row["audio"][0]["frames"], 560)
+        assert np.load(prepared / row["audio"][0]["speaker"]).shape == (192,)
+    assert np.array_equal(shipped_voice, np.load(prepared / "voices" / "assistant-en.npy"))
 
     # a finished run is all skips; --from redoes that step and every later one
     stamps = {s: (run.steps_dir / f"{s}.json").stat().st_mtime_ns for s in STEPS}
@@ -105,3 +129,41 @@ def test_typed_questions_keep_the_spoken_answer_and_type_every_question():
     assert typed["id"] == "qa-follow-typed"
     with pytest.raises(SpeedrunError, match="2 transcripts for 3 audios"):
         typed_questions({**sample, "meta": {"transcripts": ["a", "b"]}})
+
+
+def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
+    from qinyu.nano.corpus import QUESTIONS, heldout_pair
+    from qinyu.nano.evaluate import numbers_in
+    from qinyu.nano.speedrun import text_arithmetic
+
+    rows = text_arithmetic()
+    pairs = set()
+    for r in rows:
+        question, answer = (m["content"] for m in r["messages"])
+        a, b, c = numbers_in(answer)
+        op = "+" if " plus " in answer else "-"
+        assert not heldout_pair(a, op, b) and c == (a + b if op == "+" else a - b)
+        assert numbers_in(question) in ([a, b], [b, a])  # "take {b} from {a}" says them the other way round
+        assert r["audio"] == [] and "<|audio|>" not in question + answer
+        pairs.add((a, op, b))
+    train_add = [(a, b) for a in range(11) for b in range(11) if not heldout_pair(a, "+", b)]
+    train_sub = [(a, b) for a in range(11) for b in range(a + 1) if not heldout_pair(a, "-", b)]
+    assert pairs == {(a, "+", b) for a, b in train_add} | {(a, "-", b) for a, b in train_sub}
+    assert len(rows) == len(train_add) * len(QUESTIONS["add"][0]) + len(train_sub) * len(QUESTIONS["sub"][0])
+
+
+def test_a_role_play_line_becomes_tts_in_its_characters_voice():
+    from qinyu.nano.speedrun import line_as_tts
+
+    sample = {"id": "rp-nova-1", "task": "roleplay", "voice": "voices/nova.npy", "meta": {"voice": "nova"},
+              "messages": [{"role": "system", "content": "Your Name: Captain Nova"},
+                           {"role": "user", "content": "<|audio|>"},
+                           {"role": "assistant", "content": "At the station, of course.<|audio|>"}],
+              "audio": [{"role": "user", "features": "f.npy"}, {"role": "assistant", "codes": "c.npy"}]}
+    tts = line_as_tts(sample)
+    assert tts["task"] == "tts" and tts["voice"] == "voices/nova.npy" and tts["id"] == "rp-nova-1-tts"
+    assert tts["messages"] == [{"role": "user", "content": "Convert the text to speech.\nAt the station, of course."},
+                               {"role": "assistant", "content": "At the station, of course.<|audio|>"}]
+    assert tts["audio"] == [{"role": "assistant", "codes": "c.npy"}]
+    with pytest.raises(SpeedrunError, match="does not end with a spoken assistant line"):
+        line_as_tts({**sample, "messages": sample["messages"][:2]})
