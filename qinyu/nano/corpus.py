@@ -266,7 +266,7 @@ def _qa_item(item_id: str, pairs, split: str, sub: str, tests: list[str], answer
                           "user_voice": _user_voice(split, item_id, seed), "nano": nano})
 
 
-def _arith(a: int, op: str, b: int, template: str) -> tuple[str, str, int]:
+def arithmetic_sentences(a: int, op: str, b: int, template: str) -> tuple[str, str, int]:
     c = a + b if op == "+" else a - b
     word = "plus" if op == "+" else "minus"
     q = _sentence(template, a=_words(a), b=_words(b))
@@ -299,7 +299,7 @@ def conversation_plan(seed: int = 0, scale: float = 1.0) -> list[Item]:
             for a, b in _pairs_of(op, pairs_heldout):
                 base = random.Random(f"{seed}:{group}:{a}:{b}:{tag}").randrange(len(templates))
                 k = (base + r) % len(templates)
-                q, ans, c = _arith(a, op, b, templates[k])
+                q, ans, c = arithmetic_sentences(a, op, b, templates[k])
                 tests = (["unseen operand pair"] if pairs_heldout else []) + \
                         (["unseen question phrasing"] if phrasing_split == "heldout" else [])
                 prefix = "ho-" if split == "heldout" else ""
@@ -355,7 +355,7 @@ def conversation_plan(seed: int = 0, scale: float = 1.0) -> list[Item]:
                 group = "follow-add" if op == "+" else "follow-sub"
                 templates = QUESTIONS[group][1 if phrasing_split == "heldout" else 0]
                 k1, k2 = rng.randrange(len(first_t)), rng.randrange(len(templates))
-                q1, a1, _ = _arith(a, "+", b, first_t[k1])
+                q1, a1, _ = arithmetic_sentences(a, "+", b, first_t[k1])
                 q2 = _sentence(templates[k2], c=_words(c))
                 total = s + c if op == "+" else s - c
                 a2 = f"Then it is {_words(total)}."
@@ -675,7 +675,7 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
     voices = write_reference_voices(out, tts)
     train, heldout, meta = merge(out)
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout), ("heldout_meta.jsonl", meta)):
-        _write_jsonl(out / name, rows)
+        write_jsonl(out / name, rows)
     for name in ("train.jsonl", "heldout.jsonl"):
         count, problems = check_file(out / name)
         summary.problems += [f"{name} {p}" for p in problems]
@@ -829,7 +829,7 @@ def audio_hours(out: Path, samples: list[dict], extra: list[str] = ()) -> float:
     return seconds / 3600.0
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)

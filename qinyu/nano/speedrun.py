@@ -251,9 +251,11 @@ class Speedrun:
         reply says: a small model learns to read its answer from it (its first answer token
         followed the vector, not the question) and then, given the voice's vector at inference,
         answers questions it did not listen to (measured: 2 of 24 train questions right)."""
+        from .corpus import read_jsonl, write_jsonl
+
         prepared = self.out / "prepared"
         path = prepared / "train.prepared.jsonl"
-        samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        samples = read_jsonl(path)
         by_voice: dict[str, list] = {}
         for s in samples:
             voice = (s.get("meta") or {}).get("voice")
@@ -266,7 +268,7 @@ class Speedrun:
             voice = (s.get("meta") or {}).get("voice")
             if voice in by_voice:
                 s["voice"] = f"voices/{voice}.npy"
-        path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+        write_jsonl(path, samples)
         return len(by_voice)
 
     def prepared_samples(self) -> list[dict]:
@@ -329,11 +331,13 @@ class Speedrun:
         from ..layout import ASR_PROMPT
         from ..train.encoder_ctc import pretrain_audio_encoder
         from ..voice.campplus import SpeakerEncoder
+        from .corpus import write_jsonl
 
         prepared = self.out / "prepared"
         front_end = SenseVoiceFrontEnd.from_mvn(self.out / "am.mvn")
+        samples = self.prepared_samples()
         pairs, seen = [], set()
-        for s in self.prepared_samples():
+        for s in samples:
             if s["task"] == "asr" and s["audio"][0]["features"] not in seen:
                 seen.add(s["audio"][0]["features"])
                 pairs.append((np.load(prepared / s["audio"][0]["features"]), s["messages"][-1]["content"]))
@@ -357,10 +361,10 @@ class Speedrun:
                            "frames": len(feats), "speaker": None}], "voice": None})
         counts["extra"] = len(extra_rows)
         # the same utterances as ASR samples for the SLM stages (``extra_asr.prepared.jsonl``)
-        (prepared / "extra_asr.prepared.jsonl").write_text("".join(json.dumps(r) + "\n" for r in extra_rows))
+        write_jsonl(prepared / "extra_asr.prepared.jsonl", extra_rows)
 
         # spoken requests (one user utterance, then the answer) in new voices, with their answers
-        single = [s for s in self.prepared_samples() if s["task"] in ("chat", "singing")
+        single = [s for s in samples if s["task"] in ("chat", "singing")
                   and [a["role"] for a in s["audio"]] == ["user", "assistant"]]
         if self.config.encoder_extra_requests and not single:
             raise SpeedrunError("no single-turn spoken request (chat or singing) to re-speak")
@@ -381,7 +385,7 @@ class Speedrun:
                                             "audio": [user, sample["audio"][1]]})
         for task, rows in by_task.items():
             counts[f"extra_{task}"] = len(rows)
-            (prepared / f"extra_{task}.prepared.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_jsonl(prepared / f"extra_{task}.prepared.jsonl", rows)
         bar = _bar(self.config.encoder_steps, "audio encoder (CTC)", self.progress)
 
         def progress(step, steps, loss, cer):
@@ -405,20 +409,21 @@ class Speedrun:
                       **getattr(self.config, f"stage{stage}"))
 
     def _split_by_task(self) -> None:
-        """``prepared/<task>.prepared.jsonl`` for every task of the train split."""
-        by_task: dict[str, list[str]] = {}
-        for line in (self.out / "prepared" / "train.prepared.jsonl").read_text().splitlines():
-            by_task.setdefault(json.loads(line)["task"], []).append(line)
-        for task, lines in by_task.items():
-            (self.out / "prepared" / f"{task}.prepared.jsonl").write_text("\n".join(lines) + "\n")
-        text_chat = [json.dumps(typed_questions(json.loads(line))) for line in by_task.get("chat", [])]
-        (self.out / "prepared" / "chat_text.prepared.jsonl").write_text("\n".join(text_chat) + "\n")
-        (self.out / "prepared" / "arith_text.prepared.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in text_arithmetic()))
-        voice_tts = [json.dumps(line_as_tts(json.loads(line))) for line in by_task.get("roleplay", [])]
-        (self.out / "prepared" / "voice_tts.prepared.jsonl").write_text("".join(t + "\n" for t in voice_tts))
+        """``prepared/<task>.prepared.jsonl`` for every task of the train split, and the data
+        derived from it (``chat_text``, ``arith_text``, ``voice_tts``)."""
+        from .corpus import read_jsonl, write_jsonl
+
+        prepared = self.out / "prepared"
+        by_task: dict[str, list[dict]] = {}
+        for sample in read_jsonl(prepared / "train.prepared.jsonl"):
+            by_task.setdefault(sample["task"], []).append(sample)
+        for task, samples in by_task.items():
+            write_jsonl(prepared / f"{task}.prepared.jsonl", samples)
+        write_jsonl(prepared / "chat_text.prepared.jsonl", [typed_questions(s) for s in by_task.get("chat", [])])
+        write_jsonl(prepared / "arith_text.prepared.jsonl", text_arithmetic())
+        write_jsonl(prepared / "voice_tts.prepared.jsonl", [line_as_tts(s) for s in by_task.get("roleplay", [])])
         for stage, stems in self.config.stage_data.items():
-            missing = [s for s in stems if not (self.out / "prepared" / f"{s}.prepared.jsonl").is_file()]
+            missing = [s for s in stems if not (prepared / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
                                     f"(tasks: {sorted(by_task)}, plus train, extra_asr, extra_chat, extra_singing, "
@@ -596,7 +601,7 @@ def text_arithmetic() -> list[dict]:
     tokens a sample, so many fit in one pack, and the spoken answers, which say the same
     sentence, share what they teach (the sum of two number words)."""
     from .corpus import MAX_OPERAND, QUESTIONS, heldout_pair
-    from .corpus import _arith as arithmetic_sentences
+    from .corpus import arithmetic_sentences
 
     rows = []
     for op, group in (("+", "add"), ("-", "sub")):
