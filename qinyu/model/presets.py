@@ -69,13 +69,21 @@ def preset_config(name: str, layout: TokenLayout) -> QinYuConfig:
     return PRESETS[name](layout)
 
 
-def new_checkpoint(out, preset: str = "tiny", seed: int = 0, tokenizer=None) -> Path:
+def new_checkpoint(out, preset: str = "tiny", seed: int = 0, tokenizer=None,
+                   audio_output_size: int | None = None) -> Path:
     """Write a randomly initialised checkpoint (config, weights, tokenizer) to ``out``;
-    ``tokenizer`` (an extended ``tokenizers.Tokenizer``) defaults to the byte-level one."""
+    ``tokenizer`` (an extended ``tokenizers.Tokenizer``) defaults to the byte-level one.
+    ``audio_output_size`` overrides the audio encoder's output width (what the audio
+    projector reads): the nano speedrun makes it the CTC classes, text tokens + blank."""
     from .modeling import QinYuForConditionalGeneration
 
     tokenizer = tokenizer or byte_tokenizer()
     config = preset_config(preset, TokenLayout.from_tokenizer(tokenizer))
+    if audio_output_size is not None:
+        if not config.audio_encoder:
+            raise ValueError(f"preset {preset!r} has no audio encoder to set an output size for")
+        config.audio_encoder["output_size"] = audio_output_size
+        config.audio_encoder_output_size = audio_output_size
     torch.manual_seed(seed)
     model = QinYuForConditionalGeneration(config)
     return model.save_pretrained(out, tokenizer=tokenizer)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import sys
 import time
@@ -51,6 +52,12 @@ class SpeedrunConfig:
     encoder_steps: int = 1200
     encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
     encoder_extra_requests: int = 1500  # single-turn spoken questions and singing requests re-spoken likewise
+    # two options measured and left off (docs/nano.md, "Tried and left off"): random word
+    # sequences (``word_salad``) in other voices for CTC and as ``salad_asr`` SLM samples, and an
+    # encoder whose output layer is its CTC classifier (text tokens + blank: the LM reads CTC
+    # logits) instead of a 512-wide output with a throw-away CTC head
+    encoder_salad_utterances: int = 0
+    encoder_emits_ctc: bool = False
     # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
     stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
                                                   "train_audio_embeddings": True})
@@ -64,7 +71,8 @@ class SpeedrunConfig:
     # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
     # tasks of the train split (split by ``_split_by_task``), "train" (all of it), "extra_asr",
     # "extra_chat" and "extra_singing" (the encoder step's re-spoken transcripts and requests),
-    # "chat_text" (the spoken QA with typed questions, ``typed_questions``) and "arith_text"
+    # "salad_asr" (the encoder step's random word sequences, ``word_salad``), "chat_text" and
+    # "singing_text" (spoken QA and song requests typed, ``typed_questions``) and "arith_text"
     # (typed arithmetic answered in text, ``text_arithmetic``), "voice_tts" (role-play lines read
     # in their character's voice, ``line_as_tts``). Stage 1 is speech-text pre-training (ASR, TTS,
     # spoken QA: the LM learns to read the encoder, to answer and to speak), stage 2 SFT on
@@ -305,8 +313,10 @@ class Speedrun:
         from ..layout import load_tokenizer
         from ..model.presets import new_checkpoint
 
-        new_checkpoint(self.out / "init", preset="nano", seed=self.config.seed,
-                       tokenizer=load_tokenizer(self.out / "tokenizer.json"))
+        tokenizer = load_tokenizer(self.out / "tokenizer.json")
+        ctc_classes = tokenizer.get_vocab_size(with_added_tokens=False) + 1  # text tokens + the blank
+        new_checkpoint(self.out / "init", preset="nano", seed=self.config.seed, tokenizer=tokenizer,
+                       audio_output_size=ctc_classes if self.config.encoder_emits_ctc else None)
         config_path = self.out / "init" / "config.json"
         config = json.loads(config_path.read_text())
         config["cmvn"] = str((self.out / "am.mvn").resolve())
@@ -328,7 +338,6 @@ class Speedrun:
         singing requests of single-turn samples, each with its sample's own answer
         (``extra_chat``, ``extra_singing``): answering what a new voice asks."""
         from ..audio.fbank import SenseVoiceFrontEnd
-        from ..layout import ASR_PROMPT
         from ..train.encoder_ctc import pretrain_audio_encoder
         from ..voice.campplus import SpeakerEncoder
         from .corpus import write_jsonl
@@ -354,14 +363,21 @@ class Speedrun:
             feats = front_end(wav, 16000)
             pairs.append((feats, text))
             np.save(extra_dir / f"{k:05d}.npy", feats)
-            extra_rows.append({"id": f"extra-asr-{k:05d}", "task": "asr", "messages": [
-                {"role": "user", "content": ASR_PROMPT},
-                {"role": "assistant", "content": text}],
-                "audio": [{"role": "user", "source": None, "features": f"cache/extra/{k:05d}.npy",
-                           "frames": len(feats), "speaker": None}], "voice": None})
+            extra_rows.append(asr_sample(f"extra-asr-{k:05d}", text, f"cache/extra/{k:05d}.npy", len(feats)))
         counts["extra"] = len(extra_rows)
         # the same utterances as ASR samples for the SLM stages (``extra_asr.prepared.jsonl``)
         write_jsonl(prepared / "extra_asr.prepared.jsonl", extra_rows)
+
+        # random word sequences: nothing to guess from a sentence frame, every word must be heard
+        salad_rows = []
+        salad = word_salad(user_texts, self.config.encoder_salad_utterances, self.config.seed + 2)
+        for k, (wav, text) in enumerate(extra_voices(salad, self.config.seed + 2, self.progress) if salad else []):
+            feats = front_end(wav, 16000)
+            pairs.append((feats, text))
+            np.save(extra_dir / f"salad-{k:05d}.npy", feats)
+            salad_rows.append(asr_sample(f"salad-asr-{k:05d}", text, f"cache/extra/salad-{k:05d}.npy", len(feats)))
+        counts["salad"] = len(salad_rows)
+        write_jsonl(prepared / "salad_asr.prepared.jsonl", salad_rows)
 
         # spoken requests (one user utterance, then the answer) in new voices, with their answers
         single = [s for s in samples if s["task"] in ("chat", "singing")
@@ -410,7 +426,7 @@ class Speedrun:
 
     def _split_by_task(self) -> None:
         """``prepared/<task>.prepared.jsonl`` for every task of the train split, and the data
-        derived from it (``chat_text``, ``arith_text``, ``voice_tts``)."""
+        derived from it (``chat_text``, ``singing_text``, ``arith_text``, ``voice_tts``)."""
         from .corpus import read_jsonl, write_jsonl
 
         prepared = self.out / "prepared"
@@ -420,14 +436,16 @@ class Speedrun:
         for task, samples in by_task.items():
             write_jsonl(prepared / f"{task}.prepared.jsonl", samples)
         write_jsonl(prepared / "chat_text.prepared.jsonl", [typed_questions(s) for s in by_task.get("chat", [])])
+        write_jsonl(prepared / "singing_text.prepared.jsonl",
+                    [typed_questions(s) for s in by_task.get("singing", [])])
         write_jsonl(prepared / "arith_text.prepared.jsonl", text_arithmetic())
         write_jsonl(prepared / "voice_tts.prepared.jsonl", [line_as_tts(s) for s in by_task.get("roleplay", [])])
         for stage, stems in self.config.stage_data.items():
             missing = [s for s in stems if not (prepared / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
-                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr, extra_chat, extra_singing, "
-                                    f"chat_text, arith_text and voice_tts)")
+                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr, salad_asr, extra_chat, extra_singing, "
+                                    f"chat_text, singing_text, arith_text and voice_tts)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train
@@ -568,6 +586,34 @@ def extra_voices(texts: list[str], seed: int = 0, progress: bool = True):
         wav, sr = espeak(text, voice=f"{rng.choice(EN_ACCENTS)}+{rng.choice(variants)}", pitch=rng.randint(20, 80),
                          speed=rng.randint(120, 200))
         yield resample(wav, sr, 16000), text
+
+
+def asr_sample(sample_id: str, text: str, features: str, frames: int) -> dict:
+    """A prepared ASR sample whose user speech is a features file (no source audio, no
+    speaker vector): the ASR prompt, then the transcript."""
+    from ..layout import ASR_PROMPT
+
+    return {"id": sample_id, "task": "asr",
+            "messages": [{"role": "user", "content": ASR_PROMPT}, {"role": "assistant", "content": text}],
+            "audio": [{"role": "user", "source": None, "features": features, "frames": frames, "speaker": None}],
+            "voice": None}
+
+
+def word_salad(texts: list[str], count: int, seed: int = 0, numbers: int = 20) -> list[str]:
+    """``count`` random sequences of 3 to 8 words: half of the words number words (zero to
+    ``numbers``), the others drawn from the words of ``texts``. The corpus's utterances are
+    a few sentence frames with numbers and names in them, so a recogniser (the CTC encoder,
+    or the LM reading it) can guess most of a transcript from the frame; in a random
+    sequence every word has to be heard."""
+    from ..data.synth.sources import number_words
+
+    vocabulary = sorted({w for t in texts for w in re.findall(r"[a-z]+(?:'[a-z]+)?", t.lower())})
+    if count and not vocabulary:
+        raise SpeedrunError("no words to draw random word sequences from")
+    digits = [number_words(n) for n in range(numbers + 1)]
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary)
+                     for _ in range(rng.randint(3, 8))) for _ in range(count)]
 
 
 def typed_questions(sample: dict) -> dict:

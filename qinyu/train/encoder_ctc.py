@@ -4,10 +4,12 @@ The official model starts from SenseVoice, an encoder already trained for ASR wi
 its stage 0 only aligns an adapter to it. A model built from scratch (qinyu-nano) has
 no such encoder, and an LM trained end to end on an hour of speech learns the answer
 templates long before it learns to hear (measured: held-out ASR CER 82 %). This step
-gives the encoder what SenseVoice brings: it trains the encoder plus a throw-away CTC
-head (``Linear(output_size, text vocabulary + blank)``) to emit the transcript's text
-tokens (lowercased), then writes the checkpoint back with the trained encoder. The head
-is dropped: the LM reads the encoder's frames, which are now linearly phonetic.
+gives the encoder what SenseVoice brings: it trains the encoder to emit the transcript's
+text tokens (lowercased) with CTC, then writes the checkpoint back with the trained
+encoder. When the encoder's output width is the CTC classes (text vocabulary + blank, as
+the nano speedrun builds it), its own output layer is the classifier and the LM reads CTC
+logits; otherwise a throw-away head (``Linear(output_size, classes)``) is trained beside
+it and dropped, and the LM reads frames that are linearly phonetic.
 
 Augmentation makes the recogniser hold on voices it never heard: a random warp of the
 mel axis per utterance (vocal-tract length, the main way espeak-ng voices differ),
@@ -106,7 +108,12 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
                                        f"({samples[i][1]!r})")
 
     encoder = model.audio_encoder
-    head = nn.Linear(model.config.audio_encoder_output_size, vocab + 1)  # the last class is the blank
+    if model.config.audio_encoder_output_size == vocab + 1:
+        # the encoder's own output layer is the CTC classifier: the frames the LM reads are
+        # then the CTC logits (text tokens + blank), with little left of who was speaking
+        head = nn.Identity()
+    else:
+        head = nn.Linear(model.config.audio_encoder_output_size, vocab + 1)  # the last class is the blank
     params = list(encoder.parameters()) + list(head.parameters())
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 10)

@@ -20,6 +20,7 @@ def tiny_config() -> SpeedrunConfig:
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
+        encoder_salad_utterances=3, encoder_emits_ctc=True,  # the options left off by default, exercised
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
 
@@ -77,6 +78,25 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
         assert features.shape == (row["audio"][0]["frames"], 560)
         assert np.load(prepared / row["audio"][0]["speaker"]).shape == (192,)
     assert np.array_equal(shipped_voice, np.load(prepared / "voices" / "assistant-en.npy"))
+    # the encoder's output layer is its CTC classifier: the LM reads CTC logits over the text
+    # tokens + blank
+    from qinyu.layout import load_tokenizer
+
+    classes = load_tokenizer(ck).get_vocab_size(with_added_tokens=False) + 1
+    assert config["audio_encoder_output_size"] == classes == config["audio_encoder"]["output_size"]
+    # random word sequences as SLM ASR samples, their features on disk
+    salad = read_prepared(prepared / "salad_asr.prepared.jsonl")
+    assert len(salad) == 3 and all(s["task"] == "asr" and 3 <= len(s["messages"][-1]["content"].split()) <= 8
+                                   for s in salad)
+    assert all(np.load(prepared / s["audio"][0]["features"]).shape == (s["audio"][0]["frames"], 560) for s in salad)
+    # song requests typed too, each with its sung answer
+    typed = read_prepared(prepared / "singing_text.prepared.jsonl")
+    singing = {s["id"]: s for s in run.prepared_samples() if s["task"] == "singing"}
+    assert typed and len(typed) == len(singing)
+    for row in typed:
+        source = singing[row["id"].removesuffix("-typed")]
+        assert row["messages"][0]["content"] == source["meta"]["transcripts"][0]
+        assert row["audio"] == source["audio"][1:]
 
     # a finished run is all skips; --from redoes that step and every later one
     stamps = {s: (run.steps_dir / f"{s}.json").stat().st_mtime_ns for s in STEPS}
@@ -150,6 +170,26 @@ def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
     train_sub = [(a, b) for a in range(11) for b in range(a + 1) if not heldout_pair(a, "-", b)]
     assert pairs == {(a, "+", b) for a, b in train_add} | {(a, "-", b) for a, b in train_sub}
     assert len(rows) == len(train_add) * len(QUESTIONS["add"][0]) + len(train_sub) * len(QUESTIONS["sub"][0])
+
+
+def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():
+    import re
+
+    from qinyu.nano.speedrun import word_salad
+
+    texts = ["Um, can you tell me what two plus three is?", "What's the capital of France?"]
+    salad = word_salad(texts, 300, seed=1)
+    assert len(salad) == 300 and salad == word_salad(texts, 300, seed=1) and salad != word_salad(texts, 300, seed=2)
+    allowed = {w for t in texts for w in re.findall(r"[a-z']+", t.lower())}
+    numbers = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+               "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"}
+    words = [w for line in salad for w in line.split()]
+    assert all(3 <= len(line.split()) <= 8 for line in salad)
+    assert set(words) <= allowed | numbers and set(words) >= numbers  # every number word occurs
+    assert 0.4 < sum(w in numbers for w in words) / len(words) < 0.65
+    assert len(set(salad)) > 290  # sequences, not the corpus's sentence frames
+    with pytest.raises(SpeedrunError, match="no words"):
+        word_salad(["?!"], 3)
 
 
 def test_a_role_play_line_becomes_tts_in_its_characters_voice():

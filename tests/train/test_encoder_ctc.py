@@ -36,6 +36,28 @@ def test_the_encoder_learns_to_transcribe_and_only_it_changes(tmp_path):
     assert rows[0] == "step,ctc_loss,lr,seconds,heldout_cer" and len(rows) == 151
 
 
+def test_an_encoder_whose_output_is_the_ctc_classes_emits_ctc_logits(tmp_path):
+    """With the encoder's output width = text tokens + blank, no head is added: the frames the
+    LM reads are the CTC logits, and greedy decoding of them transcribes."""
+    from qinyu.eval.metrics.wer import align_counts
+    from qinyu.layout import byte_tokenizer, load_tokenizer
+
+    classes = byte_tokenizer().get_vocab_size(with_added_tokens=False) + 1
+    ck = new_checkpoint(tmp_path / "init", preset="tiny", seed=0, audio_output_size=classes)
+    pretrain_audio_encoder(ck, toy_speech(200, 0), out=tmp_path / "out", steps=150, batch_size=16, lr=3e-3)
+    model = QinYuForConditionalGeneration.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    assert model.config.audio_encoder_output_size == classes
+    tokenizer = load_tokenizer(tmp_path / "out")
+    errors = total = 0
+    for frames, text in toy_speech(30, 1):
+        out = model.encode_audio([torch.from_numpy(frames)])[0]
+        assert out.shape[-1] == classes
+        hyp = tokenizer.decode(greedy_ctc(out.detach(), classes - 1))
+        errors += sum(align_counts(list(text.lower()), list(hyp)))
+        total += len(text)
+    assert errors / total < 0.25, (errors, total)
+
+
 def test_bad_pairs_are_named(tmp_path):
     ck = new_checkpoint(tmp_path / "init", preset="tiny", seed=0)
     with pytest.raises(EncoderPretrainError, match="2 frames cannot carry 5 CTC labels"):
