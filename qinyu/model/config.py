@@ -31,6 +31,9 @@ class QinYuConfig:
     token_layout: dict
     audio_encoder: dict | None = None  # {"type": ..., **params}; None = no speech input
     audio_encoder_output_size: int = 512
+    # nano option: the encoder emits CTC logits (last class the blank); keep one frame per CTC
+    # token, left-aligned in the utterance's span, the rest zeros (``ctc_compress``)
+    audio_ctc_compress: bool = False
     audio_projection_norm_type: str = "layer_norm"
     speaker_projection_norm_type: str = "layer_norm"
     use_speaker_embedding: bool = True

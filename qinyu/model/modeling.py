@@ -53,6 +53,20 @@ def build_backbone(config: QinYuConfig) -> nn.Module:
     return AutoModel.from_config(bb_config, attn_implementation=config.attn_implementation)
 
 
+def ctc_compress(logits: torch.Tensor) -> torch.Tensor:
+    """CTC logits [T, classes] (the last class the blank) -> [T, classes]: the frames where
+    greedy CTC emits a token (argmax not the blank and not the previous frame's argmax),
+    moved to the front in order, then zeros. The span keeps its length (the prompt's
+    placeholder count stays a function of the features), and audio position k holds the
+    k-th token heard, so reading it back is copying in order rather than finding the frame."""
+    ids = logits.argmax(-1)
+    previous = torch.cat([ids.new_full((1,), -1), ids[:-1]])
+    keep = (ids != logits.shape[-1] - 1) & (ids != previous)
+    out = torch.zeros_like(logits)
+    out[: int(keep.sum())] = logits[keep]
+    return out
+
+
 class QinYuForConditionalGeneration(nn.Module):
     def __init__(self, config: QinYuConfig):
         super().__init__()
@@ -121,7 +135,10 @@ class QinYuForConditionalGeneration(nn.Module):
         elif lengths is None:
             lengths = torch.full((features.shape[0],), features.shape[1], device=features.device)
         out, out_lengths = encoder(features.to(self.device, self.dtype), lengths.to(self.device))
-        return [o[:int(n)] for o, n in zip(out, out_lengths)]
+        frames = [o[:int(n)] for o, n in zip(out, out_lengths)]
+        if self.config.audio_ctc_compress:
+            frames = [ctc_compress(f) for f in frames]
+        return frames
 
     def embed_inputs(self, input_ids: torch.Tensor, audio_steps=None, audio_features=None, audio_feature_lengths=None,
                      audio_embeds=None, speaker_embeddings=None) -> torch.Tensor:

@@ -58,6 +58,7 @@ class SpeedrunConfig:
     # logits) instead of a 512-wide output with a throw-away CTC head
     encoder_salad_utterances: int = 0
     encoder_emits_ctc: bool = False
+    encoder_ctc_compress: bool = False  # with encoder_emits_ctc: the LM reads one frame per CTC token
     # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
     stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
                                                   "train_audio_embeddings": True})
@@ -313,6 +314,8 @@ class Speedrun:
         from ..layout import load_tokenizer
         from ..model.presets import new_checkpoint
 
+        if self.config.encoder_ctc_compress and not self.config.encoder_emits_ctc:
+            raise SpeedrunError("encoder_ctc_compress needs encoder_emits_ctc (it compresses CTC logits)")
         tokenizer = load_tokenizer(self.out / "tokenizer.json")
         ctc_classes = tokenizer.get_vocab_size(with_added_tokens=False) + 1  # text tokens + the blank
         new_checkpoint(self.out / "init", preset="nano", seed=self.config.seed, tokenizer=tokenizer,
@@ -320,6 +323,8 @@ class Speedrun:
         config_path = self.out / "init" / "config.json"
         config = json.loads(config_path.read_text())
         config["cmvn"] = str((self.out / "am.mvn").resolve())
+        if self.config.encoder_ctc_compress:
+            config["audio_ctc_compress"] = True
         config_path.write_text(json.dumps(config, indent=2))
         return {}
 

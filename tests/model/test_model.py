@@ -186,3 +186,20 @@ def test_tokenizer_must_match_config(tmp_path):
     (ck / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="does not match config.json token_layout.*speaker"):
         QinYuForConditionalGeneration.from_pretrained(ck)
+
+
+def test_ctc_compress_left_aligns_one_frame_per_ctc_token():
+    from qinyu.model.modeling import ctc_compress
+
+    blank = 4
+    # greedy path: 1 1 blank 2 blank 2 3 3 blank -> tokens 1 2 2 3
+    ids = [1, 1, blank, 2, blank, 2, 3, 3, blank]
+    logits = torch.full((len(ids), 5), -5.0)
+    for t, i in enumerate(ids):
+        logits[t, i] = 5.0 + t  # each frame distinguishable
+    out = ctc_compress(logits)
+    assert out.shape == logits.shape
+    assert out[:4].argmax(-1).tolist() == [1, 2, 2, 3]
+    assert torch.equal(out[:4], logits[[0, 3, 5, 6]])  # the first frame of each token, in order
+    assert torch.equal(out[4:], torch.zeros(5, 5))
+    assert torch.equal(ctc_compress(torch.zeros(0, 5)), torch.zeros(0, 5))

@@ -20,7 +20,8 @@ def tiny_config() -> SpeedrunConfig:
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
-        encoder_salad_utterances=3, encoder_emits_ctc=True,  # the options left off by default, exercised
+        # the options left off by default, exercised
+        encoder_salad_utterances=3, encoder_emits_ctc=True, encoder_ctc_compress=True,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
 
@@ -84,6 +85,7 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
 
     classes = load_tokenizer(ck).get_vocab_size(with_added_tokens=False) + 1
     assert config["audio_encoder_output_size"] == classes == config["audio_encoder"]["output_size"]
+    assert config["audio_ctc_compress"] is True
     # random word sequences as SLM ASR samples, their features on disk
     salad = read_prepared(prepared / "salad_asr.prepared.jsonl")
     assert len(salad) == 3 and all(s["task"] == "asr" and 3 <= len(s["messages"][-1]["content"].split()) <= 8
@@ -121,6 +123,16 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     session = load_session(shipped)
     assert session.persona.system == "Your Voice Embedding: <|speaker|>" and session.persona.voice.shape == (192,)
     assert session.model.dtype == torch.float32  # bf16 on disk, fp32 on a CPU
+
+
+def test_compressing_needs_an_encoder_that_emits_ctc(tmp_path):
+    run = Speedrun(tmp_path / "run", SpeedrunConfig(encoder_ctc_compress=True), progress=False)
+    (tmp_path / "run").mkdir()
+    from qinyu.layout import bpe_tokenizer
+
+    bpe_tokenizer(["what is two plus five"] * 4, vocab_size=300).save(str(tmp_path / "run" / "tokenizer.json"))
+    with pytest.raises(SpeedrunError, match="needs encoder_emits_ctc"):
+        run.step_init()
 
 
 def test_bad_steps_and_arguments_are_named(tmp_path, capsys):
