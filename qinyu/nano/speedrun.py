@@ -361,28 +361,25 @@ class Speedrun:
         extra_dir.mkdir(parents=True, exist_ok=True)
         rng = random.Random(self.config.seed)
 
-        # ASR transcripts in new voices
-        extra_rows = []
-        texts = [rng.choice(user_texts) for _ in range(self.config.encoder_extra_utterances)]
-        for k, (wav, text) in enumerate(extra_voices(texts, self.config.seed, self.progress)):
-            feats = front_end(wav, 16000)
-            pairs.append((feats, text))
-            np.save(extra_dir / f"{k:05d}.npy", feats)
-            extra_rows.append(asr_sample(f"extra-asr-{k:05d}", text, f"cache/extra/{k:05d}.npy", len(feats)))
-        counts["extra"] = len(extra_rows)
-        # the same utterances as ASR samples for the SLM stages (``extra_asr.prepared.jsonl``)
-        write_jsonl(prepared / "extra_asr.prepared.jsonl", extra_rows)
+        def spoken_asr(texts: list[str], seed: int, file_prefix: str, stem: str) -> list[dict]:
+            """Speak ``texts`` in new voices: CTC pairs, features in cache/extra/, and ASR
+            samples for the SLM stages (``<stem>.prepared.jsonl``)."""
+            rows = []
+            for k, (wav, text) in enumerate(extra_voices(texts, seed, self.progress) if texts else []):
+                feats = front_end(wav, 16000)
+                pairs.append((feats, text))
+                features = f"cache/extra/{file_prefix}{k:05d}.npy"
+                np.save(prepared / features, feats)
+                rows.append(asr_sample(f"{stem.replace('_', '-')}-{k:05d}", text, features, len(feats)))
+            write_jsonl(prepared / f"{stem}.prepared.jsonl", rows)
+            return rows
 
+        # ASR transcripts in new voices
+        texts = [rng.choice(user_texts) for _ in range(self.config.encoder_extra_utterances)]
+        counts["extra"] = len(spoken_asr(texts, self.config.seed, "", "extra_asr"))
         # random word sequences: nothing to guess from a sentence frame, every word must be heard
-        salad_rows = []
         salad = word_salad(user_texts, self.config.encoder_salad_utterances, self.config.seed + 2)
-        for k, (wav, text) in enumerate(extra_voices(salad, self.config.seed + 2, self.progress) if salad else []):
-            feats = front_end(wav, 16000)
-            pairs.append((feats, text))
-            np.save(extra_dir / f"salad-{k:05d}.npy", feats)
-            salad_rows.append(asr_sample(f"salad-asr-{k:05d}", text, f"cache/extra/salad-{k:05d}.npy", len(feats)))
-        counts["salad"] = len(salad_rows)
-        write_jsonl(prepared / "salad_asr.prepared.jsonl", salad_rows)
+        counts["salad"] = len(spoken_asr(salad, self.config.seed + 2, "salad-", "salad_asr"))
 
         # spoken requests (one user utterance, then the answer) in new voices, with their answers
         single = [s for s in samples if s["task"] in ("chat", "singing")
@@ -449,8 +446,8 @@ class Speedrun:
             missing = [s for s in stems if not (prepared / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
-                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr, salad_asr, extra_chat, extra_singing, "
-                                    f"chat_text, singing_text, arith_text and voice_tts)")
+                                    f"(tasks: {sorted(by_task)}, plus train, extra_asr, salad_asr, extra_chat, "
+                                    f"extra_singing, chat_text, singing_text, arith_text and voice_tts)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train
