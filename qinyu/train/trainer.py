@@ -102,6 +102,17 @@ def apply_freeze(model, recipe: Recipe) -> list[str]:
     return names
 
 
+def set_train_mode(model) -> None:
+    """``model.train()``, except that a wholly frozen audio encoder stays in eval mode: it
+    runs as at inference (no dropout), so the LM learns from the frames it will be given.
+    (The paper keeps SenseVoice frozen; a frozen encoder in train mode fed the LM
+    dropout-noised frames it never sees when answering.)"""
+    model.train()
+    encoder = model.audio_encoder
+    if encoder is not None and not any(p.requires_grad for p in encoder.parameters()):
+        encoder.eval()
+
+
 def lr_at(step: int, recipe: Recipe) -> float:
     """Linear warm-up, then cosine decay to ``min_lr_ratio``; ``step`` counts from 0."""
     warmup = max(1, round(recipe.warmup_ratio * recipe.steps)) if recipe.warmup_ratio > 0 else 0
@@ -306,7 +317,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
         counts = all_reduce(counts)
         n_text, n_audio = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
         totals = torch.zeros(3)
-        model.train()
+        set_train_mode(model)
         for i, b in enumerate(batches):
             inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()
                       if k not in ("labels", "audio_labels", "num_tokens")}
