@@ -243,9 +243,21 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
                 "event_id": None}})
             await ws.close(code=1008, reason=refused[0])
             return
+        # the session's events wait here for the writer; a client that stops reading fills its
+        # socket, the writer blocks and the queue grows, so past max_outbox_events the session ends
         outbox: asyncio.Queue = asyncio.Queue()
+        writing = None
+        stalled = False
 
         async def send(event: dict) -> None:
+            nonlocal stalled
+            if stalled:
+                return  # the session is closing: nothing more reaches this client
+            if outbox.qsize() >= config.max_outbox_events:
+                stalled = True
+                if writing is not None:
+                    writing.cancel()  # ends the receive loop below, which closes the session
+                return
             await outbox.put(event)
 
         event_names = "ga" if ws.query_params.get("event_names") == "ga" else "beta"
@@ -299,7 +311,9 @@ def create_app(model_dir, library=None, timbre=None, max_steps: int | None = Non
                 await session.close()
                 await asyncio.gather(writing, return_exceptions=True)
                 with contextlib.suppress(Exception):
-                    await ws.close(code=1000)
+                    # a client that is not reading may never take the close frame either
+                    await asyncio.wait_for(ws.close(code=1008, reason="client_not_reading") if stalled
+                                           else ws.close(code=1000), timeout=5)
             except asyncio.CancelledError:
                 pass  # cancelled again while cleaning up: the session's tasks were already told to stop
 

@@ -20,6 +20,9 @@ class ServerConfig:
     max_sessions: int = 32
     max_session_seconds: float = 3600.0
     max_event_bytes: int = 1 << 20
+    # events queued for a client that is not reading them (its socket full); past this the
+    # session ends (close 1008 client_not_reading) instead of queueing without end
+    max_outbox_events: int = 4096
     api_key: str | None = None
     allowed_origins: list[str] | None = None  # None: any origin
     max_batch: int = 16
@@ -41,8 +44,8 @@ class ServerConfig:
     role_description: str | None = None  # the sessions' default role
 
     def __post_init__(self):
-        positive = ("port", "max_sessions", "max_session_seconds", "max_event_bytes", "max_batch", "max_steps",
-                    "min_silence_ms")
+        positive = ("port", "max_sessions", "max_session_seconds", "max_event_bytes", "max_outbox_events",
+                    "max_batch", "max_steps", "min_silence_ms")
         for name in positive:
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise ConfigError(f"server config: {name} must be a positive number, got {getattr(self, name)!r}")

@@ -20,7 +20,7 @@ def tiny_config() -> SpeedrunConfig:
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
-        # the options left off by default, exercised
+        # the encoder options, small; ctc_compress (left off by default) exercised
         encoder_salad_utterances=3, encoder_number_utterances=3, encoder_emits_ctc=True, encoder_ctc_compress=True,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
@@ -91,6 +91,10 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     assert len(salad) == 3 and all(s["task"] == "asr" and 3 <= len(s["messages"][-1]["content"].split()) <= 8
                                    for s in salad)
     assert all(np.load(prepared / s["audio"][0]["features"]).shape == (s["audio"][0]["frames"], 560) for s in salad)
+    numbers = read_prepared(prepared / "numbers_asr.prepared.jsonl")
+    assert len(numbers) == 3 and all(1 <= len(s["messages"][-1]["content"].split()) <= 2 for s in numbers)
+    assert all(np.load(prepared / s["audio"][0]["features"]).shape == (s["audio"][0]["frames"], 560)
+               for s in numbers)
     # song requests typed too, each with its sung answer
     typed = read_prepared(prepared / "singing_text.prepared.jsonl")
     singing = {s["id"]: s for s in run.prepared_samples() if s["task"] == "singing"}
@@ -182,6 +186,18 @@ def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
     train_sub = [(a, b) for a in range(11) for b in range(a + 1) if not heldout_pair(a, "-", b)]
     assert pairs == {(a, "+", b) for a, b in train_add} | {(a, "-", b) for a, b in train_sub}
     assert len(rows) == len(train_add) * len(QUESTIONS["add"][0]) + len(train_sub) * len(QUESTIONS["sub"][0])
+
+
+def test_number_sequences_are_one_or_two_number_words_at_random():
+    from qinyu.nano.speedrun import number_sequences
+
+    lines = number_sequences(400, seed=3)
+    assert len(lines) == 400 and lines == number_sequences(400, seed=3) and lines != number_sequences(400, seed=4)
+    numbers = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+               "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"}
+    assert {len(line.split()) for line in lines} == {1, 2}
+    assert {w for line in lines for w in line.split()} == numbers  # all 21, nothing else
+    assert number_sequences(0) == []
 
 
 def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():

@@ -498,3 +498,75 @@ def test_a_plain_new_checkpoint_serves_text_only(tmp_path, utterance):
             types = [e["type"] for e in events]
             assert "input_audio_buffer.speech_stopped" in types and "response.audio.delta" not in types
             assert events[-1]["response"]["usage"]["decode_steps"] == 12
+
+
+def test_a_client_that_stops_reading_is_disconnected_not_queued_for(tmp_path):
+    """A client that sends but never reads fills its socket; the session's events then pile
+    up in the server, so past max_outbox_events the server ends the session (close 1008
+    client_not_reading) instead of holding them all. The real server (uvicorn) and a real
+    socket: the client reads nothing after session.created (max_queue=1: its library stops
+    taking frames off the socket too)."""
+    import socket
+    import threading
+    import urllib.request
+
+    import uvicorn
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from qinyu.model import new_checkpoint
+
+    config = ServerConfig(library=str(tmp_path / "v.db"), max_outbox_events=8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(new_checkpoint(tmp_path / "ck"), config=config),
+                                           host="127.0.0.1", port=port, log_level="warning",
+                                           ws_max_size=4 * config.max_event_bytes))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def sessions() -> int:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())["sessions"]
+
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        # a small receive buffer (no autotuning), so the socket fills after a few hundred kB
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        raw.connect(("127.0.0.1", port))
+        with connect(f"ws://127.0.0.1:{port}/v1/realtime", sock=raw, max_size=None, max_queue=1) as ws:
+            assert json.loads(ws.recv())["type"] == "session.created"
+            assert sessions() == 1
+            # each session.update is answered with a session.updated carrying the 4,000-character instructions
+            update = json.dumps({"type": "session.update", "session": {"instructions": "x" * 4000}})
+            sent = 0
+            while sent < 20000:
+                try:
+                    ws.send(update)
+                except (ConnectionClosed, OSError):
+                    break
+                sent += 1
+                if sent % 100 == 0 and sessions() == 0:
+                    break
+            deadline = time.time() + 20
+            while sessions() and time.time() < deadline:
+                time.sleep(0.1)
+            assert sessions() == 0, f"session still open after {sent} unread replies"
+            assert sent < 20000
+            # what the client finally reads: the replies that fitted in the sockets, then the end
+            received = 0
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(20000):
+                    ws.recv(timeout=10)
+                    received += 1
+            assert received < sent  # not every reply: the session ended instead of queueing them
+            assert closed.value.rcvd is None or closed.value.rcvd.code == 1008
+        # the server itself goes on: a new session starts and answers
+        with connect(f"ws://127.0.0.1:{port}/v1/realtime") as again:
+            assert json.loads(again.recv())["type"] == "session.created"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -72,6 +72,27 @@ def test_three_stages_and_freeze_policies(tmp_path, corpus):
     assert not torch.equal(s1["model.layers.0.mlp.up_proj.weight"], init["model.layers.0.mlp.up_proj.weight"])
 
 
+def test_a_frozen_audio_encoder_runs_in_eval_mode(tmp_path, corpus, monkeypatch):
+    """Stages that freeze the encoder feed the LM the frames it gets at inference (no
+    dropout); a recipe that trains the encoder runs it in train mode."""
+    from qinyu.model import QinYuForConditionalGeneration
+
+    modes = []
+    encode = QinYuForConditionalGeneration.encode_audio
+
+    def recording(self, *args, **kw):
+        modes.append(self.audio_encoder.training)
+        return encode(self, *args, **kw)
+
+    monkeypatch.setattr(QinYuForConditionalGeneration, "encode_audio", recording)
+    train(Recipe.load(recipe(tmp_path, "frozen", "pretrain", "preset:tiny", corpus, steps=2)), progress=False)
+    assert modes and not any(modes)
+    modes.clear()
+    train(Recipe.load(recipe(tmp_path, "unfrozen", "finetune", "preset:tiny", corpus, steps=2, trainable=["*"])),
+          progress=False)
+    assert modes and all(modes)
+
+
 def test_gradient_accumulation_gives_the_same_loss(tmp_path, corpus):
     a = train(Recipe.load(recipe(tmp_path, "acc1", "pretrain", "preset:tiny", corpus, steps=2)), progress=False)
     b = train(Recipe.load(recipe(tmp_path, "acc2", "pretrain", "preset:tiny", corpus, steps=2, grad_accum=4)),
