@@ -20,7 +20,7 @@ def tiny_config() -> SpeedrunConfig:
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
-        # the encoder options, small; ctc_compress (left off by default) exercised
+        # the options left off by default, exercised
         encoder_salad_utterances=3, encoder_number_utterances=3, encoder_emits_ctc=True, encoder_ctc_compress=True,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
