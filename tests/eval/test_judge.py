@@ -2,13 +2,14 @@
 cache, failures), and the C3 / URO verdict parsers."""
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from qinyu.eval.judge import Judge, JudgeError, chat_completions_url, parse_c3_verdict, parse_uro_score
+
+from ..net import free_port
 
 
 class ScriptedServer:
@@ -91,9 +92,7 @@ def test_request_shape(server):
 
 
 def test_unreachable_endpoint_after_retries():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     j = Judge(f"http://127.0.0.1:{port}/v1", "m", retries=2, backoff_s=0.01, timeout_s=2)
     with pytest.raises(JudgeError, match=f"127.0.0.1:{port}/v1/chat/completions.*3 attempt"):
         j.chat("s", "u")

@@ -188,15 +188,17 @@ def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
     assert len(rows) == len(train_add) * len(QUESTIONS["add"][0]) + len(train_sub) * len(QUESTIONS["sub"][0])
 
 
+NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"}
+
+
 def test_number_sequences_are_one_or_two_number_words_at_random():
     from qinyu.nano.speedrun import number_sequences
 
     lines = number_sequences(400, seed=3)
     assert len(lines) == 400 and lines == number_sequences(400, seed=3) and lines != number_sequences(400, seed=4)
-    numbers = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-               "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"}
     assert {len(line.split()) for line in lines} == {1, 2}
-    assert {w for line in lines for w in line.split()} == numbers  # all 21, nothing else
+    assert {w for line in lines for w in line.split()} == NUMBER_WORDS  # all 21, nothing else
     assert number_sequences(0) == []
 
 
@@ -209,12 +211,10 @@ def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():
     salad = word_salad(texts, 300, seed=1)
     assert len(salad) == 300 and salad == word_salad(texts, 300, seed=1) and salad != word_salad(texts, 300, seed=2)
     allowed = {w for t in texts for w in re.findall(r"[a-z']+", t.lower())}
-    numbers = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-               "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"}
     words = [w for line in salad for w in line.split()]
     assert all(3 <= len(line.split()) <= 8 for line in salad)
-    assert set(words) <= allowed | numbers and set(words) >= numbers  # every number word occurs
-    assert 0.4 < sum(w in numbers for w in words) / len(words) < 0.65
+    assert set(words) <= allowed | NUMBER_WORDS and set(words) >= NUMBER_WORDS  # every number word occurs
+    assert 0.4 < sum(w in NUMBER_WORDS for w in words) / len(words) < 0.65
     assert len(set(salad)) > 290  # sequences, not the corpus's sentence frames
     with pytest.raises(SpeedrunError, match="no words"):
         word_salad(["?!"], 3)

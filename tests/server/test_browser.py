@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from qinyu.audio.espeak import espeak_available
 
+from ..net import free_port
 from . import cdp
 
 pytestmark = [
@@ -33,12 +33,6 @@ pytestmark = [
 PAGE_TIMEOUT_S = 60
 REQUIRED_EVENTS = ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                    "response.audio.delta", "response.done")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_mic_wav(path: Path) -> Path:

@@ -14,6 +14,8 @@ from starlette.websockets import WebSocketDisconnect
 from qinyu.server.app import create_app
 from qinyu.server.config import ConfigError, ServerConfig
 
+from ..net import free_port
+
 
 def b64(pcm: np.ndarray) -> str:
     return base64.b64encode((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()).decode()
@@ -517,9 +519,7 @@ def test_a_client_that_stops_reading_is_disconnected_not_queued_for(tmp_path):
     from qinyu.model import new_checkpoint
 
     config = ServerConfig(library=str(tmp_path / "v.db"), max_outbox_events=8)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(new_checkpoint(tmp_path / "ck"), config=config),
                                            host="127.0.0.1", port=port, log_level="warning",
                                            ws_max_size=4 * config.max_event_bytes))

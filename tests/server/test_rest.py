@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from qinyu.model import new_checkpoint
 from qinyu.server.app import create_app
 
+from ..net import free_port
+
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, speaking_checkpoint):
@@ -58,16 +60,13 @@ def test_voices_crud(client):
 
 def test_qinyu_serve_answers_on_loopback(tmp_path):
     """The real server process (uvicorn) on a free loopback port."""
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
     ck = new_checkpoint(tmp_path / "ck")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "qinyu", "serve", "--model", str(ck), "--port", str(port),
                              "--library", str(tmp_path / "v.sqlite")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

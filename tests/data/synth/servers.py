@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,15 +14,10 @@ from qinyu.data.synth.llm import TemplateBackend
 from qinyu.data.synth.roleplay import PARAPHRASE_PROMPT, SCRIPT_PROMPT
 from qinyu.data.synth.singing import REQUEST_PROMPT
 
+from ...net import free_port  # noqa: F401  (the synthesis tests import it from here)
+
 TASK_OF_PROMPT = {SCORE_PROMPT: "score", REWRITE_PROMPT: "rewrite", PARAPHRASE_PROMPT: "paraphrase",
                   SCRIPT_PROMPT: "roleplay_script", REQUEST_PROMPT: "song_request"}
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Server:
