@@ -11,6 +11,10 @@ are put before the LFR features; the input is scaled by sqrt(d) and gets a sinus
 encoding of depth 560 with positions from 1; then ``encoders0`` (560 -> d, no residual
 around its attention), the ``encoders`` and ``after_norm``, the ``tp_encoders`` and
 ``tp_norm``. The 8B keeps the 4 query frames, the 4B drops them (``keep_query_frames``).
+
+The same architecture at a small size is qinyu-nano's audio encoder, trained from scratch
+(``qinyu.model.presets``); for it, ``utterance_cmn`` (off in the official model) subtracts
+each utterance's mean feature vector first.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ def sinusoid_encoding(positions: torch.Tensor, depth: int) -> torch.Tensor:
     inv = torch.exp(torch.arange(depth // 2, dtype=torch.float32) * -increment)
     t = positions.float()[:, None] * inv[None, :]
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+def utterance_mean_removed(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Padded features [B, T, D] minus each utterance's mean over its valid frames; padding
+    stays zero. Removes much of what differs between voices and channels."""
+    valid = (torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None])[..., None]
+    valid = valid.to(features.dtype)
+    mean = (features * valid).sum(1, keepdim=True) / lengths.clamp(min=1)[:, None, None].to(features.dtype)
+    return (features - mean) * valid
 
 
 class SANMAttention(nn.Module):
@@ -141,7 +154,7 @@ class SenseVoiceSmall(nn.Module):
 
     def __init__(self, input_size=560, vocab_size=25055, output_size=512, attention_heads=4, linear_units=2048,
                  num_blocks=50, tp_blocks=20, kernel_size=11, sanm_shfit=0, keep_query_frames=True,
-                 language="auto", use_itn=False):
+                 language="auto", use_itn=False, utterance_cmn=False):
         super().__init__()
         if language not in LANGUAGE_IDS:
             raise ValueError(f"SenseVoice language {language!r} is not one of {sorted(LANGUAGE_IDS)}")
@@ -152,6 +165,7 @@ class SenseVoiceSmall(nn.Module):
         self.input_size = input_size
         self.output_size = output_size
         self.keep_query_frames = keep_query_frames
+        self.utterance_cmn = utterance_cmn
         self.query_ids = [LANGUAGE_IDS[language], EVENT_ID, EMOTION_ID, WITH_ITN_ID if use_itn else WITHOUT_ITN_ID]
         self.num_query_frames = NUM_QUERY_FRAMES if keep_query_frames else 0
 
@@ -162,6 +176,8 @@ class SenseVoiceSmall(nn.Module):
         """All frames, query frames included: ([B, T + 4, d], lengths + 4)."""
         if features.shape[-1] != self.input_size:
             raise ValueError(f"SenseVoice features must have {self.input_size} channels, got {features.shape[-1]}")
+        if self.utterance_cmn:
+            features = utterance_mean_removed(features, lengths)
         ids = torch.tensor(query_ids or self.query_ids, device=features.device)
         queries = self.embed(ids).to(features.dtype)[None].expand(features.shape[0], -1, -1)
         x = torch.cat([queries, features], dim=1)

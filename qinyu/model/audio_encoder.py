@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..audio.sensevoice import utterance_mean_removed
+
 ENCODERS: dict[str, type] = {}
 
 
@@ -79,9 +81,7 @@ class SimpleAudioEncoder(nn.Module):
             raise ValueError(f"audio features must have {self.input_size} channels, got {features.shape[-1]}")
         valid = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]
         if self.utterance_cmn:
-            mask = valid[..., None].to(features.dtype)
-            mean = (features * mask).sum(1, keepdim=True) / lengths.clamp(min=1)[:, None, None].to(features.dtype)
-            features = (features - mean) * mask
+            features = utterance_mean_removed(features, lengths)
         x = self.input_proj(features)
         if self.conv is not None:
             x = x + nn.functional.gelu(self.conv((x * valid[..., None]).transpose(1, 2)).transpose(1, 2))

@@ -49,31 +49,38 @@ class SpeedrunConfig:
     timbre_config: dict = field(default_factory=lambda: {"hidden": 128, "filter_channels": 256, "blocks": 2,
                                                          "heads": 2})
     timbre_steps: int = 1500
-    encoder_steps: int = 1200
+    # the audio encoder: "sensevoice" (SenseVoiceSmall's SAN-M, small: the nano preset) or "simple"
+    # (the plain Transformer earlier runs used, presets.NANO_SIMPLE_ENCODER)
+    encoder_type: str = "sensevoice"
+    encoder_steps: int = 2000
+    # bf16 autocast for the CTC step and the stages: on these 2 cores (AVX-512 BF16) 1.8x the CTC
+    # steps and 1.5x the stage tokens per second of fp32 (docs/nano.md)
+    encoder_dtype: str = "bf16"
     encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
     encoder_extra_requests: int = 1500  # single-turn spoken questions and singing requests re-spoken likewise
-    # what the LM reads, measured and left off by default (docs/nano.md, "Hearing"): the
-    # encoder's output layer as its CTC classifier (text tokens + blank: the LM reads CTC
-    # logits); random word sequences (``word_salad``) and one or two number words alone
+    # random word sequences (``word_salad``) and one or two number words alone
     # (``number_sequences``) in other voices, for CTC and as ``salad_asr`` / ``numbers_asr`` SLM
-    # samples; one frame per CTC token. With all but the last and the stages at lr 1e-3 the LM
-    # read the numbers of 28 of 51 held-out utterances (2 before), but answered worse.
+    # samples: nothing to guess from a sentence frame, so the encoder and the LM learn to hear every
+    # word (docs/nano.md, "Hearing")
+    encoder_salad_utterances: int = 3000
+    encoder_number_utterances: int = 3000
+    # measured and left off (simple encoder only): its output layer as the CTC classifier (the LM
+    # reads CTC logits), and one frame per CTC token
     encoder_emits_ctc: bool = False
-    encoder_salad_utterances: int = 0
-    encoder_number_utterances: int = 0
     encoder_ctc_compress: bool = False
     # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
     stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
-                                                  "train_audio_embeddings": True})
+                                                  "train_audio_embeddings": True, "dtype": "bf16"})
     # stages 1 and 2 keep the CTC-trained encoder frozen (the recipe's default, as the paper keeps
     # SenseVoice frozen): fine-tuning it on the 20 train user voices without augmentation undoes
     # what the augmented CTC step taught it about unheard voices
     # lr: at 1e-3 the LM learns to read the encoder (numbers of 28 of 51 held-out ASR utterances
     # right vs 5 at 3e-3) but not to speak and answer in these steps (QA 1.3 %, forced choice
     # missed by 8.4 points); docs/nano.md, "Hearing"
-    stage1: dict = field(default_factory=lambda: {"steps": 750, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.03})
-    stage2: dict = field(default_factory=lambda: {"steps": 450, "batch_size": 4, "lr": 1.5e-3, "warmup_ratio": 0.03,
-                                                  "weight_decay": 0.1})
+    stage1: dict = field(default_factory=lambda: {"steps": 1100, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
+                                                  "dtype": "bf16"})
+    stage2: dict = field(default_factory=lambda: {"steps": 650, "batch_size": 4, "lr": 1.5e-3, "warmup_ratio": 0.03,
+                                                  "weight_decay": 0.1, "dtype": "bf16"})
     max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
     # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
     # tasks of the train split (split by ``_split_by_task``), "train" (all of it), "extra_asr",
@@ -88,11 +95,11 @@ class SpeedrunConfig:
     # answers that ran on past their end ("Two plus four is seven. twelve.") and missed the
     # forced-choice intelligibility target by 3 points (docs/nano.md).
     stage_data: dict = field(default_factory=lambda: {
-        0: {"asr": 1.0, "extra_asr": 1.0},
-        1: {"asr": 1.0, "extra_asr": 1.0, "tts": 1.0, "chat": 1.0, "extra_chat": 1.0, "chat_text": 1.0,
-            "arith_text": 2.0, "voice_tts": 1.0, "singing": 1.0},
-        2: {"train": 1.0, "singing": 3.0, "extra_singing": 1.0, "extra_asr": 0.5, "extra_chat": 1.0,
-            "voice_tts": 1.0}})
+        0: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0},
+        1: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0, "tts": 1.0, "chat": 1.0,
+            "extra_chat": 1.0, "chat_text": 1.0, "arith_text": 2.0, "voice_tts": 1.0, "singing": 1.0},
+        2: {"train": 1.0, "singing": 3.0, "extra_singing": 1.0, "extra_asr": 0.5, "numbers_asr": 0.5,
+            "extra_chat": 1.0, "voice_tts": 1.0}})
     eval_limit: int | None = None
     ship_dtype: str = "bf16"
 
@@ -319,14 +326,20 @@ class Speedrun:
     # -- the spoken language model ------------------------------------------------------
     def step_init(self) -> dict:
         from ..layout import load_tokenizer
-        from ..model.presets import new_checkpoint
+        from ..model.presets import NANO_SIMPLE_ENCODER, ctc_classes, new_checkpoint
 
         if self.config.encoder_ctc_compress and not self.config.encoder_emits_ctc:
             raise SpeedrunError("encoder_ctc_compress needs encoder_emits_ctc (it compresses CTC logits)")
+        if self.config.encoder_type not in ("sensevoice", "simple"):
+            raise SpeedrunError(f"encoder_type must be 'sensevoice' or 'simple', got {self.config.encoder_type!r}")
+        if self.config.encoder_emits_ctc and self.config.encoder_type != "simple":
+            raise SpeedrunError("encoder_emits_ctc makes a simple encoder's output layer its CTC classifier: set "
+                                "encoder_type 'simple' (SenseVoice has its own CTC head, and the LM reads the frames "
+                                "before it)")
         tokenizer = load_tokenizer(self.out / "tokenizer.json")
-        ctc_classes = tokenizer.get_vocab_size(with_added_tokens=False) + 1  # text tokens + the blank
         new_checkpoint(self.out / "init", preset="nano", seed=self.config.seed, tokenizer=tokenizer,
-                       audio_output_size=ctc_classes if self.config.encoder_emits_ctc else None)
+                       audio_encoder=NANO_SIMPLE_ENCODER if self.config.encoder_type == "simple" else None,
+                       audio_output_size=ctc_classes(tokenizer) if self.config.encoder_emits_ctc else None)
         config_path = self.out / "init" / "config.json"
         config = json.loads(config_path.read_text())
         config["cmvn"] = str((self.out / "am.mvn").resolve())
@@ -422,7 +435,8 @@ class Speedrun:
             bar.set_postfix(ctc=f"{loss:.3f}")
 
         result = pretrain_audio_encoder(self.out / "init", pairs, out=self.out / "encoder",
-                                        steps=self.config.encoder_steps, seed=self.config.seed, progress=progress)
+                                        steps=self.config.encoder_steps, seed=self.config.seed,
+                                        dtype=self.config.encoder_dtype, progress=progress)
         bar.close()
         return {**result, "utterances_by_source": counts}
 

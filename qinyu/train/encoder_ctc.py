@@ -6,10 +6,11 @@ no such encoder, and an LM trained end to end on an hour of speech learns the an
 templates long before it learns to hear (measured: held-out ASR CER 82 %). This step
 gives the encoder what SenseVoice brings: it trains the encoder to emit the transcript's
 text tokens (lowercased) with CTC, then writes the checkpoint back with the trained
-encoder. When the encoder's output width is the CTC classes (text vocabulary + blank, as
-the nano speedrun builds it), its own output layer is the classifier and the LM reads CTC
-logits; otherwise a throw-away head (``Linear(output_size, classes)``) is trained beside
-it and dropped, and the LM reads frames that are linearly phonetic.
+encoder. The classifier: SenseVoiceSmall's own CTC head (``ctc.ctc_lo``, text vocabulary +
+blank, as the nano preset builds it), kept in the checkpoint; or, when a simple encoder's
+output width is the CTC classes, its output layer (the LM then reads CTC logits); otherwise a
+throw-away head (``Linear(output_size, classes)``) trained beside it and dropped. Either
+way the LM reads frames from which the transcript is a linear read-out.
 
 Augmentation makes the recogniser hold on voices it never heard: a random warp of the
 mel axis per utterance (vocal-tract length, the main way espeak-ng voices differ),
@@ -81,14 +82,18 @@ def greedy_ctc(log_probs: torch.Tensor, blank: int) -> list[int]:
 def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], out=None, steps: int = 800,
                            batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 0.01, seed: int = 0,
                            heldout: list[tuple[np.ndarray, str]] | None = None, eval_every: int = 200,
-                           progress=None) -> dict:
+                           dtype: str = "fp32", progress=None) -> dict:
     """Train ``checkpoint``'s audio encoder with CTC on ``samples`` = [(features [T, D], transcript)]
     (features as the checkpoint's front end makes them) and save the checkpoint to ``out``
     (default: in place). Returns a summary; ``metrics.csv`` goes beside the weights.
     ``heldout`` pairs are decoded greedily every ``eval_every`` steps (character error
-    rate, letters/digits/spaces/apostrophes only) to show whether it generalises."""
+    rate, letters/digits/spaces/apostrophes only) to show whether it generalises.
+    ``dtype`` "bf16" runs the encoder under bf16 autocast (the CTC loss stays fp32): on 2
+    CPU cores with AVX-512 BF16, 1.8x the steps per second at the same held-out CER."""
     from ..model import QinYuForConditionalGeneration
 
+    if dtype not in ("fp32", "bf16"):
+        raise EncoderPretrainError(f"dtype must be fp32 or bf16, got {dtype!r}")
     checkpoint = Path(checkpoint)
     out = Path(out) if out else checkpoint
     model = QinYuForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
@@ -108,13 +113,17 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
                                        f"({samples[i][1]!r})")
 
     encoder = model.audio_encoder
-    if model.config.audio_encoder_output_size == vocab + 1:
+    own_head = getattr(getattr(encoder, "ctc", None), "ctc_lo", None)  # SenseVoiceSmall's CTC head
+    if own_head is not None and own_head.out_features == vocab + 1:
+        # SenseVoice's own CTC head, saved with the encoder (the LM reads the frames before it)
+        head = own_head
+    elif model.config.audio_encoder_output_size == vocab + 1:
         # the encoder's own output layer is the CTC classifier: the frames the LM reads are
         # then the CTC logits (text tokens + blank), with little left of who was speaking
         head = nn.Identity()
     else:
         head = nn.Linear(model.config.audio_encoder_output_size, vocab + 1)  # the last class is the blank
-    params = list(encoder.parameters()) + list(head.parameters())
+    params = list(encoder.parameters()) + [p for p in head.parameters() if all(p is not q for q in encoder.parameters())]
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -148,8 +157,10 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
         xs = [augment(feats[i], rng) for i in idx]
         lengths = torch.tensor([len(x) for x in xs])
         x = nn.utils.rnn.pad_sequence(xs, batch_first=True)
-        frames, out_lengths = encoder(x, lengths)
-        log_probs = head(frames).log_softmax(-1).transpose(0, 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            frames, out_lengths = encoder(x, lengths)
+            logits = head(frames)
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)
         targets = torch.tensor([t for i in idx for t in labels[i]])
         loss = F.ctc_loss(log_probs, targets, out_lengths, torch.tensor([len(labels[i]) for i in idx]),
                           blank=vocab, zero_infinity=True)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from ..data.dataset import PackedData, collate_packs, read_prepared, render_prepared
 from ..layout import TokenLayout, byte_tokenizer, load_tokenizer
 from ..model import QinYuForConditionalGeneration, preset_config
+from ..model.presets import ctc_classes
 from ..model.loss import hybrid_loss_sums
 from .recipe import Recipe, is_trainable
 
@@ -71,7 +72,7 @@ def build_model(recipe: Recipe):
         tokenizer = byte_tokenizer()
         torch.manual_seed(recipe.seed)
         model = QinYuForConditionalGeneration(preset_config(recipe.init.split(":", 1)[1],
-                                                            TokenLayout.from_tokenizer(tokenizer)))
+                                                            TokenLayout.from_tokenizer(tokenizer), ctc_classes(tokenizer)))
         return model, tokenizer
     model = QinYuForConditionalGeneration.from_pretrained(recipe.init, dtype=torch.float32)
     return model, load_tokenizer(recipe.init)

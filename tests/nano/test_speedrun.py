@@ -4,13 +4,14 @@
 shipped folder loads and answers."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from qinyu.cli import main
 from qinyu.nano.speedrun import STEPS, Speedrun, SpeedrunConfig, SpeedrunError
 
-TINY_STAGE = {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_ratio": 0.0}
+TINY_STAGE = {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_ratio": 0.0, "dtype": "bf16"}
 
 
 def tiny_config() -> SpeedrunConfig:
@@ -20,8 +21,8 @@ def tiny_config() -> SpeedrunConfig:
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
-        # the options left off by default, exercised
-        encoder_salad_utterances=3, encoder_number_utterances=3, encoder_emits_ctc=True, encoder_ctc_compress=True,
+        # the options left off by default, exercised (the simple encoder's in the test below)
+        encoder_salad_utterances=3, encoder_number_utterances=3,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
 
@@ -79,13 +80,20 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
         assert features.shape == (row["audio"][0]["frames"], 560)
         assert np.load(prepared / row["audio"][0]["speaker"]).shape == (192,)
     assert np.array_equal(shipped_voice, np.load(prepared / "voices" / "assistant-en.npy"))
-    # the encoder's output layer is its CTC classifier: the LM reads CTC logits over the text
-    # tokens + blank
+    # the audio encoder is a small SenseVoiceSmall whose own CTC head (text tokens + blank) was
+    # trained and ships with it; the LM reads the 192-d frames before that head
+    from safetensors import safe_open
+
     from qinyu.layout import load_tokenizer
 
     classes = load_tokenizer(ck).get_vocab_size(with_added_tokens=False) + 1
-    assert config["audio_encoder_output_size"] == classes == config["audio_encoder"]["output_size"]
-    assert config["audio_ctc_compress"] is True
+    assert config["audio_encoder"]["type"] == "sensevoice" and config["audio_encoder"]["vocab_size"] == classes
+    assert config["audio_encoder_output_size"] == 192 and not config.get("audio_ctc_compress")
+    with safe_open(str(ck / "model.safetensors"), "pt") as weights:
+        head = weights.get_tensor("model.audio_model.model.ctc.ctc_lo.weight")
+    init = QinYuForConditionalGeneration.from_pretrained(run.out / "init").state_dict()
+    assert head.shape == (classes, 192)
+    assert not torch.equal(head.float(), init["model.audio_model.model.ctc.ctc_lo.weight"].to(torch.bfloat16).float())
     # random word sequences as SLM ASR samples, their features on disk
     salad = read_prepared(prepared / "salad_asr.prepared.jsonl")
     assert len(salad) == 3 and all(s["task"] == "asr" and 3 <= len(s["messages"][-1]["content"].split()) <= 8
@@ -112,10 +120,26 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     redone = {s for s in STEPS if (run.steps_dir / f"{s}.json").stat().st_mtime_ns != stamps[s]}
     assert redone == {"assemble", "evaluate"}
 
-    # the shipped folder is self-contained: the demo answers its bundled spoken questions
-    shipped = tmp_path / "shipped"
+    # the simple encoder, with its output layer as the CTC classifier (the LM reads CTC logits)
+    # and one frame per CTC token: the earlier steps reused, init to stage 0 run again
     import shutil
 
+    simple = Speedrun(tmp_path / "simple", replace(tiny_config(), encoder_type="simple", encoder_emits_ctc=True,
+                                                   encoder_ctc_compress=True), corpus=tiny_corpus, progress=False)
+    (simple.out / "steps").mkdir(parents=True)
+    for name in ("codec", "speaker_encoder", "prepared", "timbre"):
+        shutil.copytree(run.out / name, simple.out / name)
+    for name in ("tokenizer.json", "am.mvn", *(f"steps/{s}.json" for s in STEPS[:STEPS.index("init")])):
+        shutil.copy(run.out / name, simple.out / name)
+    simple.run(start_from="init", stop_after="stage0")
+    config = json.loads((simple.out / "stage0" / "final" / "config.json").read_text())
+    assert config["audio_encoder"]["type"] == "simple"
+    assert config["audio_encoder_output_size"] == classes == config["audio_encoder"]["output_size"]
+    assert config["audio_ctc_compress"] is True
+    assert (simple.out / "steps" / "stage0.json").is_file() and not (simple.out / "steps" / "stage1.json").exists()
+
+    # the shipped folder is self-contained: the demo answers its bundled spoken questions
+    shipped = tmp_path / "shipped"
     from qinyu.demo import run_demo
 
     shutil.copytree(ck, shipped)
@@ -137,6 +161,14 @@ def test_compressing_needs_an_encoder_that_emits_ctc(tmp_path):
     bpe_tokenizer(["what is two plus five"] * 4, vocab_size=300).save(str(tmp_path / "run" / "tokenizer.json"))
     with pytest.raises(SpeedrunError, match="needs encoder_emits_ctc"):
         run.step_init()
+
+
+def test_emitting_ctc_needs_the_simple_encoder(tmp_path):
+    run = Speedrun(tmp_path / "run", SpeedrunConfig(encoder_emits_ctc=True), progress=False)
+    with pytest.raises(SpeedrunError, match="set encoder_type 'simple'"):
+        run.step_init()
+    with pytest.raises(SpeedrunError, match="encoder_type must be 'sensevoice' or 'simple', got 'lstm'"):
+        Speedrun(tmp_path / "run", SpeedrunConfig(encoder_type="lstm"), progress=False).step_init()
 
 
 def test_bad_steps_and_arguments_are_named(tmp_path, capsys):

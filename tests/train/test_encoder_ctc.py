@@ -58,6 +58,29 @@ def test_an_encoder_whose_output_is_the_ctc_classes_emits_ctc_logits(tmp_path):
     assert errors / total < 0.25, (errors, total)
 
 
+def test_a_sensevoice_encoder_trains_its_own_ctc_head_in_bf16_and_keeps_it(tmp_path):
+    """The nano encoder: SenseVoiceSmall's architecture, small, with a CTC head over the text
+    tokens + blank. The head is trained with the encoder (here under bf16 autocast) and saved."""
+    from qinyu.layout import byte_tokenizer
+    from qinyu.model.presets import ctc_classes
+
+    classes = ctc_classes(byte_tokenizer())
+    encoder = {"type": "sensevoice", "input_size": 560, "output_size": 32, "attention_heads": 2, "linear_units": 64,
+               "num_blocks": 2, "tp_blocks": 0, "vocab_size": classes, "keep_query_frames": False,
+               "utterance_cmn": True}
+    ck = new_checkpoint(tmp_path / "init", preset="tiny", seed=0, audio_encoder=encoder)
+    head = "model.audio_model.model.ctc.ctc_lo.weight"
+    before = QinYuForConditionalGeneration.from_pretrained(ck).state_dict()
+    assert before[head].shape == (classes, 32)
+    result = pretrain_audio_encoder(ck, toy_speech(200, 0), out=tmp_path / "out", steps=150, batch_size=16,
+                                    lr=3e-3, heldout=toy_speech(30, 1), eval_every=75, dtype="bf16")
+    assert result["heldout_cer"] < 0.25, result
+    after = QinYuForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
+    assert not torch.equal(before[head], after[head])
+    with pytest.raises(EncoderPretrainError, match="dtype must be fp32 or bf16, got 'fp16'"):
+        pretrain_audio_encoder(ck, toy_speech(4, 0), steps=1, dtype="fp16")
+
+
 def test_bad_pairs_are_named(tmp_path):
     ck = new_checkpoint(tmp_path / "init", preset="tiny", seed=0)
     with pytest.raises(EncoderPretrainError, match="2 frames cannot carry 5 CTC labels"):
