@@ -58,6 +58,10 @@ class SpeedrunConfig:
     encoder_dtype: str = "bf16"
     encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
     encoder_extra_requests: int = 1500  # single-turn spoken questions and singing requests re-spoken likewise
+    # this share of the re-spoken questions says a reframed question (``reframe``: words of the
+    # sentence frame dropped, others inserted), as does ``reframed_text``: the LM learns that the
+    # answer hangs on the thing asked about, not on the train phrasings' frames
+    encoder_reframe_share: float = 0.5
     # random word sequences (``word_salad``) and one or two number words alone
     # (``number_sequences``) in other voices, for CTC and as ``salad_asr`` / ``numbers_asr`` SLM
     # samples: nothing to guess from a sentence frame, so the encoder and the LM learn to hear every
@@ -74,12 +78,14 @@ class SpeedrunConfig:
     # stages 1 and 2 keep the CTC-trained encoder frozen (the recipe's default, as the paper keeps
     # SenseVoice frozen): fine-tuning it on the 20 train user voices without augmentation undoes
     # what the augmented CTC step taught it about unheard voices
-    # lr: at 1e-3 the LM learns to read the encoder (numbers of 28 of 51 held-out ASR utterances
-    # right vs 5 at 3e-3) but not to speak and answer in these steps (QA 1.3 %, forced choice
-    # missed by 8.4 points); docs/nano.md, "Hearing"
+    # lr: at 3e-3 the LM did not learn to read numbers off the frames (5 of 51 held-out ASR
+    # utterances right), at 1e-3 it did (28) but spoke and answered worse in 750 + 450 steps; 2e-3 /
+    # 1.5e-3 with bf16's extra steps (docs/nano.md, "Hearing")
     stage1: dict = field(default_factory=lambda: {"steps": 1100, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
                                                   "dtype": "bf16"})
-    stage2: dict = field(default_factory=lambda: {"steps": 650, "batch_size": 4, "lr": 1.5e-3, "warmup_ratio": 0.03,
+    # stage 2 at 2e-3 with the TTS pairs twice: at 1.5e-3 and once, forced-choice intelligibility fell
+    # to 82.2 % against the codec's 98.7 % (94.9 % with these; docs/nano.md)
+    stage2: dict = field(default_factory=lambda: {"steps": 650, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
                                                   "weight_decay": 0.1, "dtype": "bf16"})
     max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
     # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
@@ -87,7 +93,8 @@ class SpeedrunConfig:
     # "extra_chat" and "extra_singing" (the encoder step's re-spoken transcripts and requests),
     # "salad_asr" and "numbers_asr" (the encoder step's random word sequences, ``word_salad``, and
     # number words alone, ``number_sequences``), "chat_text" and
-    # "singing_text" (spoken QA and song requests typed, ``typed_questions``) and "arith_text"
+    # "singing_text" (spoken QA and song requests typed, ``typed_questions``), "reframed_text"
+    # (typed QA with reframed questions, ``reframed_questions``) and "arith_text"
     # (typed arithmetic answered in text, ``text_arithmetic``), "voice_tts" (role-play lines read
     # in their character's voice, ``line_as_tts``). Stage 1 is speech-text pre-training (ASR, TTS,
     # spoken QA: the LM learns to read the encoder, to answer and to speak), stage 2 SFT on
@@ -97,9 +104,10 @@ class SpeedrunConfig:
     stage_data: dict = field(default_factory=lambda: {
         0: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0},
         1: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0, "tts": 1.0, "chat": 1.0,
-            "extra_chat": 1.0, "chat_text": 1.0, "arith_text": 2.0, "voice_tts": 1.0, "singing": 1.0},
+            "extra_chat": 1.0, "chat_text": 1.0, "reframed_text": 1.0, "arith_text": 2.0, "voice_tts": 1.0,
+            "singing": 1.0},
         2: {"train": 1.0, "singing": 3.0, "extra_singing": 1.0, "extra_asr": 0.5, "numbers_asr": 0.5,
-            "extra_chat": 1.0, "voice_tts": 1.0}})
+            "extra_chat": 1.0, "reframed_text": 1.0, "voice_tts": 1.0, "tts": 1.0}})
     eval_limit: int | None = None
     ship_dtype: str = "bf16"
 
@@ -135,6 +143,8 @@ class Speedrun:
         if start_from:
             for step in STEPS[STEPS.index(start_from):]:
                 (self.steps_dir / f"{step}.json").unlink(missing_ok=True)
+                if step.startswith("stage"):  # else the trainer would resume the finished stage, not redo it
+                    shutil.rmtree(self.out / step, ignore_errors=True)
         for i, step in enumerate(STEPS, 1):
             if self.done(step):
                 log(f"{i:2d}/{len(STEPS)} {step}: done before ({self.done(step)['seconds']} s), skipped")
@@ -414,6 +424,12 @@ class Speedrun:
         speaker = SpeakerEncoder.load(self.out / "speaker_encoder")
         by_task: dict[str, list] = {"chat": [], "singing": []}
         texts = [s["meta"]["transcripts"][0] for s in chosen]
+        vocabulary = filler_words(user_texts, {w for s in samples if s["task"] == "chat" for w in answer_words(s)})
+        reframe_rng = random.Random(self.config.seed + 4)
+        for k, sample in enumerate(chosen):
+            if sample["task"] == "chat" and reframe_rng.random() < self.config.encoder_reframe_share:
+                texts[k] = reframe(texts[k], answer_words(sample), vocabulary, reframe_rng)
+        counts["reframed"] = sum(t != s["meta"]["transcripts"][0] for t, s in zip(texts, chosen))
         for k, (sample, (wav, text)) in enumerate(zip(chosen, extra_voices(texts, self.config.seed + 1,
                                                                            self.progress))):
             feats = front_end(wav, 16000)
@@ -422,9 +438,10 @@ class Speedrun:
             np.save(extra_dir / f"request-{k:05d}-speaker.npy", speaker.embed(wav, 16000).astype(np.float32))
             user = {"role": "user", "source": None, "features": f"cache/extra/request-{k:05d}.npy",
                     "frames": len(feats), "speaker": f"cache/extra/request-{k:05d}-speaker.npy"}
+            meta = {**sample.get("meta", {}), "transcripts": [text, *sample["meta"]["transcripts"][1:]]}
             by_task[sample["task"]].append({**{key: v for key, v in sample.items() if key != "_base"},
                                             "id": f"{sample['id']}-extra-{k:05d}",
-                                            "audio": [user, sample["audio"][1]]})
+                                            "audio": [user, sample["audio"][1]], "meta": meta})
         for task, rows in by_task.items():
             counts[f"extra_{task}"] = len(rows)
             write_jsonl(prepared / f"extra_{task}.prepared.jsonl", rows)
@@ -466,13 +483,16 @@ class Speedrun:
         write_jsonl(prepared / "singing_text.prepared.jsonl",
                     [typed_questions(s) for s in by_task.get("singing", [])])
         write_jsonl(prepared / "arith_text.prepared.jsonl", text_arithmetic())
+        write_jsonl(prepared / "reframed_text.prepared.jsonl",
+                    reframed_questions(by_task.get("chat", []), self.config.seed + 5))
         write_jsonl(prepared / "voice_tts.prepared.jsonl", [line_as_tts(s) for s in by_task.get("roleplay", [])])
         for stage, stems in self.config.stage_data.items():
             missing = [s for s in stems if not (prepared / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
                                     f"(tasks: {sorted(by_task)}, plus train, extra_asr, salad_asr, numbers_asr, "
-                                    f"extra_chat, extra_singing, chat_text, singing_text, arith_text and voice_tts)")
+                                    f"extra_chat, extra_singing, chat_text, singing_text, reframed_text, arith_text "
+                                    f"and voice_tts)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train
@@ -653,6 +673,76 @@ def number_sequences(count: int, seed: int = 0, max_words: int = 2, numbers: int
     words = [number_words(n) for n in range(numbers + 1)]
     rng = random.Random(seed)
     return [" ".join(rng.choice(words) for _ in range(rng.randint(1, max_words))) for _ in range(count)]
+
+
+# words that say which operation a question asks for: never dropped when a question is reframed
+OPERATION_WORDS = frozenset({"plus", "minus", "add", "take", "away", "more", "from"})
+
+
+def _word(token: str) -> str:
+    return re.sub(r"[^a-z']", "", token.lower())
+
+
+def _number_words(top: int = 20) -> set[str]:
+    """The words that say 0..``top`` ("twenty", "one", ...)."""
+    from ..data.synth.sources import number_words
+
+    return {w for n in range(top + 1) for w in number_words(n).replace("-", " ").split()}
+
+
+def answer_words(sample: dict) -> set[str]:
+    """The words of a sample's answers (what each question asked about is among them: "cat"
+    in "A cat says meow.", "Germany" in "The capital of Germany is Berlin.")."""
+    return {_word(t) for m in sample["messages"] if m["role"] == "assistant"
+            for t in m["content"].replace("<|audio|>", " ").split()} - {""}
+
+
+def filler_words(texts: list[str], answers: set[str]) -> list[str]:
+    """Words of ``texts`` that can be put into a question without changing what it asks: no
+    number words, no operation words, none of ``answers`` (the words of every answer: things,
+    cities, colours) and no word of a train greeting ("thanks" would make another question)."""
+    from .corpus import GREETINGS
+
+    greetings = {_word(t) for train, *_ in GREETINGS.values() for text in train for t in text.split()}
+    words = {_word(t) for text in texts for t in text.split()} - {""}
+    return sorted(words - _number_words() - OPERATION_WORDS - answers - greetings)
+
+
+def reframe(text: str, keep: set[str], vocabulary: list[str], rng: random.Random, drop: float = 0.3,
+            insert: int = 2) -> str:
+    """``text`` in a shaken sentence frame: each word that is not a number word, an operation
+    word or in ``keep`` is dropped with probability ``drop``, then 0 to ``insert`` words of
+    ``vocabulary`` are put in at random places. The corpus asks each thing in a few fixed
+    phrasings; trained on those alone, the nano LM answered held-out phrasings of train facts
+    from the frame ("Tell me the colour of the sky." -> "Two plus eight is ten.", typed)."""
+    protected = keep | OPERATION_WORDS | _number_words()
+    tokens = [t for t in text.split() if _word(t) in protected or rng.random() >= drop] or text.split()
+    for _ in range(rng.randint(0, insert) if vocabulary else 0):
+        tokens.insert(rng.randint(0, len(tokens)), rng.choice(vocabulary))
+    out = " ".join(tokens)
+    return out[:1].upper() + out[1:]
+
+
+def reframed_questions(chat: list[dict], seed: int = 0, fact_copies: int = 4) -> list[dict]:
+    """Typed QA (``typed_questions``) whose user turns are reframed (``reframe``), each with its
+    sample's spoken answer: ``fact_copies`` copies of each fact, follow-up fact and greeting
+    sample (66 + 30 + 40 in the corpus, against 384 arithmetic ones, which ``arith_text``
+    already multiplies), one of each arithmetic sample."""
+    rng = random.Random(seed)
+    vocabulary = filler_words([t for s in chat for t in (s.get("meta") or {}).get("transcripts", [])],
+                              {w for s in chat for w in answer_words(s)})
+    rows = []
+    for sample in chat:
+        sub = ((sample.get("meta") or {}).get("nano") or {}).get("sub", "")
+        copies = fact_copies if sub in ("fact", "follow-fact", "greeting") else 1
+        keep = answer_words(sample)
+        for c in range(copies):
+            meta = dict(sample["meta"])
+            meta["transcripts"] = [reframe(t, keep, vocabulary, rng) if a["role"] == "user" else t
+                                   for t, a in zip(meta["transcripts"], sample["audio"])]
+            typed = typed_questions({**sample, "meta": meta})
+            rows.append({**typed, "id": f"{sample['id']}-reframed-{c}"})
+    return rows
 
 
 def typed_questions(sample: dict) -> dict:

@@ -116,9 +116,13 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     stamps = {s: (run.steps_dir / f"{s}.json").stat().st_mtime_ns for s in STEPS}
     run.run()
     assert all((run.steps_dir / f"{s}.json").stat().st_mtime_ns == stamps[s] for s in STEPS)
-    run.run(start_from="assemble")
+    (run.out / "stage2" / "left-from-before").write_text("")
+    run.run(start_from="stage2")
     redone = {s for s in STEPS if (run.steps_dir / f"{s}.json").stat().st_mtime_ns != stamps[s]}
-    assert redone == {"assemble", "evaluate"}
+    assert redone == {"stage2", "assemble", "evaluate"}
+    # a redone stage starts again from its init, not from its finished run (the trainer resumes)
+    assert not (run.out / "stage2" / "left-from-before").exists()
+    assert (run.out / "stage1" / "final").is_dir()
 
     # the simple encoder, with its output layer as the CTC classifier (the LM reads CTC logits)
     # and one frame per CTC token: the earlier steps reused, init to stage 0 run again
@@ -250,6 +254,37 @@ def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():
     assert len(set(salad)) > 290  # sequences, not the corpus's sentence frames
     with pytest.raises(SpeedrunError, match="no words"):
         word_salad(["?!"], 3)
+
+
+def test_reframing_keeps_numbers_operations_and_what_is_asked_about_and_shakes_the_rest():
+    import random
+
+    from qinyu.nano.speedrun import answer_words, filler_words, reframe, reframed_questions
+
+    rng = random.Random(0)
+    fillers = ["please", "tell", "so"]
+    outs = [reframe("Which colour is a tomato?", {"a", "tomato", "is", "red"}, fillers, rng) for _ in range(200)]
+    assert all({"tomato", "is"} <= {w.strip("?.,").lower() for w in out.split()} for out in outs)
+    assert any("colour" not in out.lower() for out in outs)  # frame words get dropped ...
+    assert any(w in out.split() for out in outs for w in fillers)  # ... and fillers put in
+    outs = [reframe("What do you get if you take two from nine?", set(), fillers, rng) for _ in range(200)]
+    assert all({"take", "two", "from", "nine"} <= {w.strip("?").lower() for w in out.split()} for out in outs)
+    assert all(out[0].isupper() for out in outs)
+
+    sample = {"id": "qa-1", "task": "chat", "messages": [
+        {"role": "user", "content": "<|audio|>"}, {"role": "assistant", "content": "Snow is white."},
+        {"role": "user", "content": "<|audio|>"}, {"role": "assistant", "content": "Grass is green.<|audio|>"}],
+        "audio": [{"role": "user"}, {"role": "user"}, {"role": "assistant", "codes": "c.npy"}],
+        "meta": {"transcripts": ["What colour is snow?", "And what about grass?", "Grass is green."],
+                 "nano": {"sub": "follow-fact"}}}
+    assert answer_words(sample) == {"snow", "is", "white", "grass", "green"}
+    # no number, operation, answer or greeting word is a filler
+    assert filler_words(["Thanks, do you know two plus snow please?"], answer_words(sample)) == ["do", "know", "please"]
+    rows = reframed_questions([sample], seed=1, fact_copies=4)
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    for row in rows:
+        assert row["audio"] == [sample["audio"][2]] and row["messages"][1] == sample["messages"][1]
+        assert "snow" in row["messages"][0]["content"].lower() and "grass" in row["messages"][2]["content"].lower()
 
 
 def test_a_role_play_line_becomes_tts_in_its_characters_voice():
