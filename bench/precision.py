@@ -24,28 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qinyu.data.dataset import Item, PackedData, collate_packs
-from qinyu.layout import AssistantSpeech, TokenLayout, UserSpeech, bpe_tokenizer, render, with_voice_prompt
+from qinyu.data.dataset import PackedData, collate_packs
+from qinyu.layout import TokenLayout, bpe_tokenizer
 from qinyu.model import QinYuForConditionalGeneration, preset_config
 from qinyu.model.loss import hybrid_loss_sums
 from qinyu.model.presets import ctc_classes
-
-WORDS = "the a voice song river morning train quiet bright window story mountain music friend".split()
-
-
-def conversations(n: int, tokenizer, layout) -> list[Item]:
-    rng = np.random.default_rng(0)
-    items = []
-    for _ in range(n):
-        reply = " ".join(rng.choice(WORDS, int(rng.integers(4, 30))))
-        frames, user = int(rng.integers(20, 120)), int(rng.integers(20, 60))
-        seq = render(with_voice_prompt([{"role": "user", "content": "<|audio|>"},
-                                        {"role": "assistant", "content": reply + "<|audio|>"}]),
-                     tokenizer, layout, [UserSpeech(user), AssistantSpeech(rng.integers(0, 1024, (8, frames)))])
-        items.append(Item(seq, [rng.standard_normal((user, 560)).astype(np.float32)],
-                          [rng.standard_normal(192).astype(np.float32) for _ in range(2)]))
-    return items
-
+from synthetic import WORDS, spoken_conversations  # bench/synthetic.py (this script's folder)
 
 def autocast(dtype: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
@@ -99,7 +83,7 @@ def main():
     classes = ctc_classes(tok)
     config = preset_config("nano", layout, classes)
 
-    packs = PackedData([(conversations(600, tok, layout), 1.0)], 1024, seed=0).epoch(0)
+    packs = PackedData([(spoken_conversations(600, 0, tok, layout), 1.0)], 1024, seed=0).epoch(0)
     batches = [collate_packs(packs[i:i + 4], layout.im_end) for i in range(0, 4 * (args.steps + 1), 4)]
     if len(batches) < args.steps + 1:
         raise SystemExit(f"only {len(batches)} batches of 4 packs; ask for fewer --steps")

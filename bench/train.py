@@ -14,27 +14,11 @@ import time
 import numpy as np
 import torch
 
-from qinyu.data.dataset import Item, PackedData, collate_packs
-from qinyu.layout import AssistantSpeech, TokenLayout, UserSpeech, byte_tokenizer, render, with_voice_prompt
+from qinyu.data.dataset import PackedData, collate_packs
+from qinyu.layout import TokenLayout, byte_tokenizer
 from qinyu.model import QinYuForConditionalGeneration, preset_config
 from qinyu.model.loss import hybrid_loss_sums
-
-WORDS = "the a voice song river morning train quiet bright window story mountain music friend".split()
-
-
-def corpus(n: int, seed: int, tokenizer, layout) -> list[Item]:
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        reply = " ".join(rng.choice(WORDS, int(rng.integers(2, 40))))
-        frames, user = int(rng.integers(8, 120)), int(rng.integers(5, 60))
-        seq = render(with_voice_prompt([{"role": "user", "content": "<|audio|>"},
-                                        {"role": "assistant", "content": reply + "<|audio|>"}]),
-                     tokenizer, layout, [UserSpeech(user), AssistantSpeech(rng.integers(0, 1024, (8, frames)))])
-        items.append(Item(seq, [rng.standard_normal((user, 560)).astype(np.float32)],
-                          [rng.standard_normal(192).astype(np.float32) for _ in range(2)]))
-    return items
-
+from synthetic import spoken_conversations  # bench/synthetic.py (this script's folder)
 
 def throughput(model, batches, layout) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -58,7 +42,7 @@ def main():
     args = ap.parse_args()
     tok = byte_tokenizer()
     layout = TokenLayout.from_tokenizer(tok)
-    items = corpus(args.samples, 0, tok, layout)
+    items = spoken_conversations(args.samples, 0, tok, layout)
     lengths = [len(it) for it in items]
     data = PackedData([(items, 1.0)], args.max_length, seed=0)
     packs = data.epoch(0)

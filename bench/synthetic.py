@@ -1,0 +1,28 @@
+"""Synthetic spoken conversations for the training benchmarks (bench/train.py,
+bench/precision.py): random reply texts, random user-speech features and codec codes of
+random lengths, rendered as training renders them. Shapes, not meaning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qinyu.data.dataset import Item
+from qinyu.layout import AssistantSpeech, UserSpeech, render, with_voice_prompt
+
+WORDS = "the a voice song river morning train quiet bright window story mountain music friend".split()
+
+
+def spoken_conversations(n: int, seed: int, tokenizer, layout) -> list[Item]:
+    """``n`` one-turn conversations: a spoken question (5-59 frames of 560-d features), a reply
+    of 2-39 words and 8-119 frames of codes, and two 192-d voice vectors."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        reply = " ".join(rng.choice(WORDS, int(rng.integers(2, 40))))
+        frames, user = int(rng.integers(8, 120)), int(rng.integers(5, 60))
+        seq = render(with_voice_prompt([{"role": "user", "content": "<|audio|>"},
+                                        {"role": "assistant", "content": reply + "<|audio|>"}]),
+                     tokenizer, layout, [UserSpeech(user), AssistantSpeech(rng.integers(0, 1024, (8, frames)))])
+        items.append(Item(seq, [rng.standard_normal((user, 560)).astype(np.float32)],
+                          [rng.standard_normal(192).astype(np.float32) for _ in range(2)]))
+    return items
