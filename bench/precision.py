@@ -31,6 +31,7 @@ from qinyu.model.loss import hybrid_loss_sums
 from qinyu.model.presets import ctc_classes
 from synthetic import WORDS, spoken_conversations  # bench/synthetic.py (this script's folder)
 
+
 def autocast(dtype: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
 

@@ -19,7 +19,8 @@ from ..layout import TokenLayout, byte_tokenizer
 from .config import QinYuConfig
 
 
-def _tiny(layout: TokenLayout) -> QinYuConfig:
+# every preset takes the CTC classes (preset_config); tiny's encoder has no CTC head and ignores them
+def _tiny(layout: TokenLayout, ctc_classes: int | None = None) -> QinYuConfig:
     return QinYuConfig(
         backbone={
             "model_type": "qwen3",
@@ -83,7 +84,7 @@ def preset_config(name: str, layout: TokenLayout, ctc_classes: int | None = None
     """``ctc_classes`` (text tokens + blank) sizes the CTC head of an encoder that has one (nano)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return PRESETS[name](layout, ctc_classes) if name == "nano" else PRESETS[name](layout)
+    return PRESETS[name](layout, ctc_classes)
 
 
 def ctc_classes(tokenizer) -> int:

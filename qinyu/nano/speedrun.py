@@ -15,6 +15,7 @@ The settings (:class:`SpeedrunConfig`) are the ones that made the shipped
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -683,11 +684,12 @@ def _word(token: str) -> str:
     return re.sub(r"[^a-z']", "", token.lower())
 
 
-def _number_words(top: int = 20) -> set[str]:
-    """The words that say 0..``top`` ("twenty", "one", ...)."""
+@functools.cache
+def _number_words(top: int = 20) -> frozenset[str]:
+    """The words that say 0..``top`` ("twenty", "one", ...); ``reframe`` asks on every question."""
     from ..data.synth.sources import number_words
 
-    return {w for n in range(top + 1) for w in number_words(n).replace("-", " ").split()}
+    return frozenset(w for n in range(top + 1) for w in number_words(n).replace("-", " ").split())
 
 
 def answer_words(sample: dict) -> set[str]:

@@ -123,7 +123,7 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
         head = nn.Identity()
     else:
         head = nn.Linear(model.config.audio_encoder_output_size, vocab + 1)  # the last class is the blank
-    params = list(encoder.parameters()) + [p for p in head.parameters() if all(p is not q for q in encoder.parameters())]
+    params = list(encoder.parameters()) + ([] if head is own_head else list(head.parameters()))
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
