@@ -40,10 +40,29 @@ def byte_tokenizer():
     return extend_tokenizer(tok)
 
 
-def bpe_tokenizer(texts, vocab_size: int = 512):
+def bpe_tokenizer(texts, vocab_size: int = 512, whole_words=()):
     """A byte-level BPE with ``vocab_size`` base entries (all 256 bytes plus merges learned
     from ``texts``), Qwen's pre-tokenisation and ChatML specials, extended like
-    :func:`byte_tokenizer`. Deterministic for the same texts."""
+    :func:`byte_tokenizer`. Deterministic for the same texts.
+
+    ``whole_words`` must each come out as one token after a space (" fifteen"), as a large
+    vocabulary like Qwen3's has them: a line of them is added to the training text, 100, 200,
+    400... times until the merges make every one whole (ValueError if 1,600 times do not)."""
+    texts = list(texts)
+    words = [w.strip() for w in whole_words if w.strip()]
+    repeats = 0
+    while True:
+        tok = _train_bpe(texts + ["".join(" " + w for w in words)] * repeats, vocab_size)
+        split = [w for w in words if len(tok.encode(" " + w).ids) > 1]
+        if not split:
+            return tok
+        if repeats >= 1600:
+            raise ValueError(f"{len(split)} of the whole words stay split in a BPE of {vocab_size} entries "
+                             f"(e.g. {split[0]!r}); use a larger vocabulary")
+        repeats = max(100, 2 * repeats)
+
+
+def _train_bpe(texts: list[str], vocab_size: int):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -54,7 +73,7 @@ def bpe_tokenizer(texts, vocab_size: int = 512):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False,
                                   special_tokens=[])
-    tok.train_from_iterator(list(texts), trainer)
+    tok.train_from_iterator(texts, trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (ENDOFTEXT, IM_START, IM_END)])
     return extend_tokenizer(tok)
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .rephrase import rephrase
+
 STEPS = ("corpus", "codec", "tokenizer", "speaker", "cmvn", "prepare", "timbre", "init", "encoder",
          "stage0", "stage1", "stage2", "assemble", "evaluate")
 
@@ -41,6 +43,9 @@ class SpeedrunConfig:
     corpus_scale: float = 1.0
     codec_iterations: int = 8
     bpe_vocab: int = 512
+    # the number words 0..20 as one token each, as Qwen3's vocabulary has them: trained on the corpus
+    # alone, the 512-entry BPE split "fifteen" into "f i f teen" and "sixteen" into "s i xt een"
+    bpe_whole_numbers: bool = True
     # CAM++ sized for speed and the 30 MB budget (the official size is ~7 M parameters)
     speaker_config: dict = field(default_factory=lambda: {"growth_rate": 16, "bn_size": 2, "init_channels": 32,
                                                           "block_layers": [4, 6, 4]})
@@ -63,6 +68,10 @@ class SpeedrunConfig:
     # sentence frame dropped, others inserted), as does ``reframed_text``: the LM learns that the
     # answer hangs on the thing asked about, not on the train phrasings' frames
     encoder_reframe_share: float = 0.5
+    # this share of the re-spoken single-turn questions and song requests is said in another train
+    # phrasing first (``rephrase.REPHRASINGS``, as an LLM rewrite would vary them; then reframed as
+    # above), as is ``rephrased_text``: the corpus asks each thing in a few fixed frames
+    encoder_rephrase_share: float = 0.5
     # random word sequences (``word_salad``) and one or two number words alone
     # (``number_sequences``) in other voices, for CTC and as ``salad_asr`` / ``numbers_asr`` SLM
     # samples: nothing to guess from a sentence frame, so the encoder and the LM learn to hear every
@@ -105,10 +114,10 @@ class SpeedrunConfig:
     stage_data: dict = field(default_factory=lambda: {
         0: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0},
         1: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0, "tts": 1.0, "chat": 1.0,
-            "extra_chat": 1.0, "chat_text": 1.0, "reframed_text": 1.0, "arith_text": 2.0, "voice_tts": 1.0,
-            "singing": 1.0},
+            "extra_chat": 1.0, "chat_text": 1.0, "reframed_text": 1.0, "rephrased_text": 1.0, "arith_text": 2.0,
+            "voice_tts": 1.0, "singing": 1.0},
         2: {"train": 1.0, "singing": 3.0, "extra_singing": 1.0, "extra_asr": 0.5, "numbers_asr": 0.5,
-            "extra_chat": 1.0, "reframed_text": 1.0, "voice_tts": 1.0, "tts": 1.0}})
+            "extra_chat": 1.0, "reframed_text": 1.0, "rephrased_text": 1.0, "voice_tts": 1.0, "tts": 1.0}})
     eval_limit: int | None = None
     ship_dtype: str = "bf16"
 
@@ -201,10 +210,12 @@ class Speedrun:
         return {"files": len(files), "fitted_on_seconds": codec.info.get("fitted_on_seconds")}
 
     def step_tokenizer(self) -> dict:
+        from ..data.synth.sources import number_words
         from ..layout import bpe_tokenizer
 
         texts = [m["content"].replace("<|audio|>", " ") for s in self.train_samples() for m in s["messages"]]
-        tok = bpe_tokenizer(texts, self.config.bpe_vocab)
+        whole = [w for n in range(21) for w in number_words(n).split("-")] if self.config.bpe_whole_numbers else []
+        tok = bpe_tokenizer(texts, self.config.bpe_vocab, whole_words=whole)
         tok.save(str(self.out / "tokenizer.json"))
         bytes_ = sum(len(t.encode()) for t in texts)
         tokens = sum(len(tok.encode(t).ids) for t in texts)
@@ -426,11 +437,13 @@ class Speedrun:
         by_task: dict[str, list] = {"chat": [], "singing": []}
         texts = [s["meta"]["transcripts"][0] for s in chosen]
         vocabulary = filler_words(user_texts, {w for s in samples if s["task"] == "chat" for w in answer_words(s)})
-        reframe_rng = random.Random(self.config.seed + 4)
+        reframe_rng, rephrase_rng = random.Random(self.config.seed + 4), random.Random(self.config.seed + 6)
         for k, sample in enumerate(chosen):
+            if rephrase_rng.random() < self.config.encoder_rephrase_share:
+                texts[k] = (rephrase(sample, rephrase_rng) or texts[k:k + 1])[0]  # single-turn: one question
             if sample["task"] == "chat" and reframe_rng.random() < self.config.encoder_reframe_share:
                 texts[k] = reframe(texts[k], answer_words(sample), vocabulary, reframe_rng)
-        counts["reframed"] = sum(t != s["meta"]["transcripts"][0] for t, s in zip(texts, chosen))
+        counts["reframed_or_rephrased"] = sum(t != s["meta"]["transcripts"][0] for t, s in zip(texts, chosen))
         for k, (sample, (wav, text)) in enumerate(zip(chosen, extra_voices(texts, self.config.seed + 1,
                                                                            self.progress))):
             feats = front_end(wav, 16000)
@@ -486,14 +499,16 @@ class Speedrun:
         write_jsonl(prepared / "arith_text.prepared.jsonl", text_arithmetic())
         write_jsonl(prepared / "reframed_text.prepared.jsonl",
                     reframed_questions(by_task.get("chat", []), self.config.seed + 5))
+        write_jsonl(prepared / "rephrased_text.prepared.jsonl",
+                    rephrased_questions(by_task.get("chat", []) + by_task.get("singing", []), seed=self.config.seed + 7))
         write_jsonl(prepared / "voice_tts.prepared.jsonl", [line_as_tts(s) for s in by_task.get("roleplay", [])])
         for stage, stems in self.config.stage_data.items():
             missing = [s for s in stems if not (prepared / f"{s}.prepared.jsonl").is_file()]
             if missing:
                 raise SpeedrunError(f"stage {stage} names data {missing}, which the prepared data does not have "
                                     f"(tasks: {sorted(by_task)}, plus train, extra_asr, salad_asr, numbers_asr, "
-                                    f"extra_chat, extra_singing, chat_text, singing_text, reframed_text, arith_text "
-                                    f"and voice_tts)")
+                                    f"extra_chat, extra_singing, chat_text, singing_text, reframed_text, rephrased_text, "
+                                    f"arith_text and voice_tts)")
 
     def _stage(self, stage: int) -> dict:
         from ..train.trainer import train
@@ -677,7 +692,8 @@ def number_sequences(count: int, seed: int = 0, max_words: int = 2, numbers: int
 
 
 # words that say which operation a question asks for: never dropped when a question is reframed
-OPERATION_WORDS = frozenset({"plus", "minus", "add", "take", "away", "more", "from"})
+OPERATION_WORDS = frozenset({"plus", "minus", "add", "take", "away", "more", "from", "subtract", "sum", "together",
+                             "left"})
 
 
 def _word(token: str) -> str:
@@ -744,6 +760,28 @@ def reframed_questions(chat: list[dict], seed: int = 0, fact_copies: int = 4) ->
                                    for t, a in zip(meta["transcripts"], sample["audio"])]
             typed = typed_questions({**sample, "meta": meta})
             rows.append({**typed, "id": f"{sample['id']}-reframed-{c}"})
+    return rows
+
+
+def rephrased_questions(samples: list[dict], copies: int = 2, seed: int = 0) -> list[dict]:
+    """Each spoken QA and singing sample ``copies`` times with its questions typed in other
+    train phrasings (``rephrase``), each with the sample's own answers."""
+    rng = random.Random(seed)
+    rows = []
+    for sample in samples:
+        for c in range(copies):
+            questions = rephrase(sample, rng)
+            if questions is None:
+                break
+            transcripts = list(sample["meta"]["transcripts"])
+            users = [k for k, a in enumerate(sample["audio"]) if a["role"] == "user"]
+            if len(users) != len(questions):
+                raise SpeedrunError(f"sample {sample['id']}: {len(questions)} rephrased questions for "
+                                    f"{len(users)} user turns")
+            for k, question in zip(users, questions):
+                transcripts[k] = question
+            typed = typed_questions({**sample, "meta": {**sample["meta"], "transcripts": transcripts}})
+            rows.append({**typed, "id": f"{sample['id']}-rephrased-{c}"})
     return rows
 
 

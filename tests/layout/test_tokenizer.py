@@ -28,3 +28,15 @@ def test_bpe_has_the_qinyu_layout_and_is_deterministic():
 def test_bpe_refuses_a_vocabulary_smaller_than_the_bytes():
     with pytest.raises(ValueError, match="at least 256"):
         bpe_tokenizer(TEXTS, vocab_size=100)
+
+
+def test_whole_words_come_out_as_one_token_each():
+    words = ["eleven", "twelve", "thirteen", "seventeen", "nineteen"]
+    plain = bpe_tokenizer(TEXTS, vocab_size=400)
+    assert all(len(plain.encode(" " + w).ids) > 1 for w in words)  # not in the text: split by default
+    tok = bpe_tokenizer(TEXTS, vocab_size=400, whole_words=words)
+    assert all(len(tok.encode(" " + w).ids) == 1 for w in words)
+    assert tok.decode(tok.encode("Six plus seven is thirteen.").ids) == "Six plus seven is thirteen."
+    assert tok.to_str() == bpe_tokenizer(TEXTS, vocab_size=400, whole_words=words).to_str()
+    with pytest.raises(ValueError, match="stay split"):  # more words than the merges a 260-entry BPE has
+        bpe_tokenizer(TEXTS, vocab_size=260, whole_words=words * 2 + ["twenty", "fourteen", "eighteen"])

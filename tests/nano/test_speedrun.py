@@ -16,7 +16,7 @@ TINY_STAGE = {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_ratio": 0.0, "dty
 
 def tiny_config() -> SpeedrunConfig:
     return SpeedrunConfig(
-        corpus_scale=0.02, codec_iterations=1, bpe_vocab=300,
+        corpus_scale=0.02, codec_iterations=1, bpe_vocab=400,  # room for the 21 number words whole
         speaker_config={"growth_rate": 8, "bn_size": 2, "init_channels": 16, "block_layers": [1, 1, 1],
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
@@ -86,7 +86,9 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
 
     from qinyu.layout import load_tokenizer
 
-    classes = load_tokenizer(ck).get_vocab_size(with_added_tokens=False) + 1
+    tokenizer = load_tokenizer(ck)
+    classes = tokenizer.get_vocab_size(with_added_tokens=False) + 1
+    assert all(len(tokenizer.encode(f" {w}").ids) == 1 for w in ("zero", "fifteen", "nineteen", "twenty"))
     assert config["audio_encoder"]["type"] == "sensevoice" and config["audio_encoder"]["vocab_size"] == classes
     assert config["audio_encoder_output_size"] == 192 and not config.get("audio_ctc_compress")
     with safe_open(str(ck / "model.safetensors"), "pt") as weights:
