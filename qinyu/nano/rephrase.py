@@ -4,12 +4,13 @@ The corpus asks each thing in a few fixed phrasings (``corpus.QUESTIONS``, ``GRE
 ``templates.REQUESTS``), as a template backend without an LLM does. The paper's pipeline
 has an LLM rewrite every question, so its model hears each thing asked in many ways; a
 nano model trained on a few frames answers from the frame and not from what is asked
-(docs/nano.md, "Hearing with a SAN-M encoder"). ``REPHRASINGS`` are further train
-phrasings, written as an LLM rewrite would, that the speedrun's re-spoken questions
-(``encoder_rephrase_share``) and typed questions (``rephrased_text``) say instead of the
-sample's own. They stay train phrasings: ``check_rephrasings`` lists every word trigram
-they share with a held-out phrasing that no corpus train phrasing already has (the tests
-require none), so the held-out split asks in frames no more familiar than before.
+(docs/nano.md, "Hearing with a SAN-M encoder"). ``QUESTION_REPHRASINGS``,
+``GREETING_REPHRASINGS`` and ``REQUEST_REPHRASINGS`` are further train phrasings, written
+as an LLM rewrite would, that the speedrun's re-spoken questions (``encoder_rephrase_share``)
+and typed questions (``rephrased_text``) say instead of the sample's own. They stay train
+phrasings: ``check_rephrasings`` lists every word trigram they share with a held-out
+phrasing that no corpus train phrasing already has (the tests require none), so the
+held-out split asks in frames no more familiar than before.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class SpeedrunConfig:
     # answer hangs on the thing asked about, not on the train phrasings' frames
     encoder_reframe_share: float = 0.5
     # this share of the re-spoken single-turn questions and song requests is said in another train
-    # phrasing first (``rephrase.REPHRASINGS``, as an LLM rewrite would vary them; then reframed as
+    # phrasing first (``qinyu.nano.rephrase``, as an LLM rewrite would vary them; then reframed as
     # above), as is ``rephrased_text``: the corpus asks each thing in a few fixed frames
     encoder_rephrase_share: float = 0.5
     # random word sequences (``word_salad``) and one or two number words alone

@@ -114,6 +114,15 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
         assert row["messages"][0]["content"] == source["meta"]["transcripts"][0]
         assert row["audio"] == source["audio"][1:]
 
+    # every spoken QA and singing sample typed twice more in other train phrasings, with its own answer
+    rephrased = read_prepared(prepared / "rephrased_text.prepared.jsonl")
+    spoken = {s["id"]: s for s in run.prepared_samples() if s["task"] in ("chat", "singing")}
+    assert len(rephrased) == 2 * len(spoken)
+    for row in rephrased:
+        source = spoken[row["id"].rsplit("-rephrased-", 1)[0]]
+        assert row["messages"][-1] == source["messages"][-1] and row["audio"] == [source["audio"][-1]]
+        assert "<|audio|>" not in row["messages"][0]["content"]
+
     # a finished run is all skips; --from redoes that step and every later one
     stamps = {s: (run.steps_dir / f"{s}.json").stat().st_mtime_ns for s in STEPS}
     run.run()
