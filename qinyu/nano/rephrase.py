@@ -18,6 +18,8 @@ from __future__ import annotations
 import random
 import re
 
+from ..data.synth.templates import REQUESTS, USER_FILLERS
+
 # group -> further train templates; {a} {b} numbers in words, {x} a thing as asked
 QUESTION_REPHRASINGS = {
     "add": ["What's the sum of {a} and {b}?", "{a} plus {b} is what?", "Do you know what {a} plus {b} is?",
@@ -61,7 +63,6 @@ REQUEST_REPHRASINGS = {
 
 _FACT_ID = re.compile(r"^qa-fact-([a-z]+)-(\d+)-")
 _FOLLOW_FACT_ID = re.compile(r"^qa-ffact-([a-z]+)-(\d+)-(\d+)-")
-_FILLERS = ["Um, ", "So, ", "Hey, ", "Okay, ", "Hmm, ", "Oh, "]  # as the corpus's colloquial rewrite
 
 
 def _say(template: str, rng: random.Random, **fill) -> str:
@@ -69,7 +70,7 @@ def _say(template: str, rng: random.Random, **fill) -> str:
     keeps its capital: "Hmm, Spain has which capital?")."""
     if rng.random() < 0.5:
         lower = template[:1] != "{" and not template.startswith("I ")
-        template = rng.choice(_FILLERS) + (template[0].lower() + template[1:] if lower else template)
+        template = rng.choice(USER_FILLERS["en"]) + (template[0].lower() + template[1:] if lower else template)
     text = template.format(**fill)
     return text[:1].upper() + text[1:]
 
@@ -126,15 +127,13 @@ def _trigrams(template: str) -> set[tuple[str, ...]]:
 
 def _corpus_phrasings() -> tuple[list[str], list[str]]:
     """(train, held-out) phrasings of the corpus: questions, greetings and English requests."""
-    from ..data.synth.templates import REQUESTS
-    from .corpus import GREETINGS, QUESTIONS
+    from .corpus import GREETINGS, QUESTIONS, heldout_phrasing
 
     train = [t for tr, _ in QUESTIONS.values() for t in tr] + [t for tr, *_ in GREETINGS.values() for t in tr]
     held = [t for _, h in QUESTIONS.values() for t in h] + [t for _, h, *_ in GREETINGS.values() for t in h]
-    for kind in ("whole", "part", "voice"):
-        *seen, last = REQUESTS[("en", kind)]
-        train += seen
-        held.append(last)
+    for kind in ("whole", "part", "voice"):  # the corpus's own rule says which request phrasings are held out
+        for k, template in enumerate(REQUESTS[("en", kind)]):
+            (held if heldout_phrasing(f"en-{kind}-{k}") else train).append(template)
     return train, held
 
 

@@ -210,11 +210,10 @@ class Speedrun:
         return {"files": len(files), "fitted_on_seconds": codec.info.get("fitted_on_seconds")}
 
     def step_tokenizer(self) -> dict:
-        from ..data.synth.sources import number_words
         from ..layout import bpe_tokenizer
 
         texts = [m["content"].replace("<|audio|>", " ") for s in self.train_samples() for m in s["messages"]]
-        whole = [w for n in range(21) for w in number_words(n).split("-")] if self.config.bpe_whole_numbers else []
+        whole = sorted(_number_words()) if self.config.bpe_whole_numbers else []
         tok = bpe_tokenizer(texts, self.config.bpe_vocab, whole_words=whole)
         tok.save(str(self.out / "tokenizer.json"))
         bytes_ = sum(len(t.encode()) for t in texts)

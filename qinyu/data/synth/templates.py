@@ -55,7 +55,7 @@ _CONTRACTIONS = [("I am", "I'm"), ("it is", "it's"), ("do not", "don't"), ("does
                  ("what is", "what's"), ("there is", "there's"), ("I will", "I'll"), ("we are", "we're"),
                  ("they are", "they're"), ("is not", "isn't"), ("are not", "aren't"), ("I would", "I'd"),
                  ("let us", "let's"), ("I have", "I've"), ("where is", "where's"), ("how is", "how's")]
-_USER_FILLERS = {"en": ["Um, ", "So, ", "Hey, ", "Okay, ", "Hmm, ", "Oh, "],
+USER_FILLERS = {"en": ["Um, ", "So, ", "Hey, ", "Okay, ", "Hmm, ", "Oh, "],
                  "zh": ["嗯，", "那个，", "请问，", "哎，"]}
 _ASSISTANT_FILLERS = {"en": ["Well, ", "Sure! ", "Oh, ", "Okay, ", "Right, "],
                       "zh": ["好的，", "嗯，", "哦，"]}
@@ -76,13 +76,13 @@ def _decapitalise(text: str) -> str:
 def rewrite(payload: dict, rng) -> dict:
     """Written dialogue -> spoken style: contractions, a filler now and then, no markup."""
     lang = payload.get("language", "en")
-    lang = lang if lang in _USER_FILLERS else "en"
+    lang = lang if lang in USER_FILLERS else "en"
     out = []
     for t in payload.get("dialogue") or []:
         text = re.sub(r"\s+", " ", re.sub(r"[*_#`]", "", str(t.get("text", "")))).strip()
         if lang == "en":
             text = _contract(text)
-        fillers = _USER_FILLERS if t.get("role") == "user" else _ASSISTANT_FILLERS
+        fillers = USER_FILLERS if t.get("role") == "user" else _ASSISTANT_FILLERS
         if rng.random() < (0.5 if t.get("role") == "user" else 0.3):
             filler = rng.choice(fillers[lang])
             text = filler + (_decapitalise(text) if lang == "en" else text)
