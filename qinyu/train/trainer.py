@@ -109,9 +109,32 @@ def set_train_mode(model) -> None:
     (The paper keeps SenseVoice frozen; a frozen encoder in train mode fed the LM
     dropout-noised frames it never sees when answering.)"""
     model.train()
+    if frozen_encoder(model):
+        model.audio_encoder.eval()
+
+
+def frozen_encoder(model) -> bool:
     encoder = model.audio_encoder
-    if encoder is not None and not any(p.requires_grad for p in encoder.parameters()):
-        encoder.eval()
+    return encoder is not None and not any(p.requires_grad for p in encoder.parameters())
+
+
+class EncoderFrameCache:
+    """The frames a wholly frozen audio encoder (in eval mode, so deterministic) gives each
+    utterance, computed the first time the utterance comes round and reused every later
+    epoch: a stage then runs the encoder once per utterance instead of once per step it is
+    in. Keyed by the features' buffer, which the rendered items hold for the whole run."""
+
+    def __init__(self):
+        self.frames: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, model, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        keys = [(f.data_ptr(), tuple(f.shape)) for f in features]
+        missing = list({k: i for i, k in enumerate(keys) if k not in self.frames}.values())
+        if missing:
+            with torch.no_grad():
+                new = model.encode_audio([features[i] for i in missing])
+            self.frames.update({keys[i]: frames for i, frames in zip(missing, new)})
+        return [self.frames[k] for k in keys]
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -300,6 +323,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
 
         bar = tqdm(total=recipe.steps, initial=start, desc=recipe.name, unit="step")
     last = {}
+    # FSDP shards the encoder's parameters too, so only the sharded model can run it
+    sharded = world > 1 and recipe.strategy == "fsdp"
+    frame_cache = EncoderFrameCache() if frozen_encoder(model) and not sharded else None
     micro = recipe.batch_size // (world * recipe.grad_accum)
     t0 = time.time()
     step = start
@@ -325,6 +351,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
             sync = i == len(batches) - 1 or world == 1 or recipe.strategy != "ddp"
             ctx = engine.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.dtype == "bf16"):
+                if frame_cache is not None and inputs["audio_features"] is not None:
+                    inputs["audio_embeds"] = frame_cache(model, inputs.pop("audio_features"))
                 logits = engine(**inputs).logits
             sums = hybrid_loss_sums(logits.float(), b["labels"].to(device), b["audio_labels"].to(device),
                                     model.layout.first_audio_token_id)

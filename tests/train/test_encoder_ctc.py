@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from qinyu.model import QinYuForConditionalGeneration, new_checkpoint
-from qinyu.train.encoder_ctc import EncoderPretrainError, augment, greedy_ctc, pretrain_audio_encoder, warp_mel
+from qinyu.train.encoder_ctc import (EncoderPretrainError, augment, greedy_ctc, length_batches, pretrain_audio_encoder,
+                                     warp_mel)
 
 ALPHABET = "abcde"
 
@@ -79,6 +80,24 @@ def test_a_sensevoice_encoder_trains_its_own_ctc_head_in_bf16_and_keeps_it(tmp_p
     assert not torch.equal(before[head], after[head])
     with pytest.raises(EncoderPretrainError, match="dtype must be fp32 or bf16, got 'fp16'"):
         pretrain_audio_encoder(ck, toy_speech(4, 0), steps=1, dtype="fp16")
+
+
+def test_length_pools_batch_like_lengths_and_every_utterance_once_a_pass():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(5, 200, size=1000))
+    batches = length_batches(lengths, 32, np.random.default_rng(1), pool=10)
+    one_pass = [next(batches) for _ in range(1000 // 32)]  # 31 full batches; the 8 left over wait
+    seen = [i for b in one_pass for i in b]
+    assert len(seen) == len(set(seen)) == 31 * 32
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in one_pass])
+    random_batches = length_batches(lengths, 32, np.random.default_rng(1), pool=0)
+    random_spread = np.mean([np.ptp([lengths[i] for i in next(random_batches)]) for _ in range(31)])
+    assert spread < random_spread / 4, (spread, random_spread)  # little padding: like lengths share a batch
+    # batch order is shuffled, not shortest first
+    means = [np.mean([lengths[i] for i in b]) for b in one_pass]
+    assert means != sorted(means)
+    # fewer samples than a batch: three passes make nine, the eight shortest a batch
+    assert sorted(next(length_batches([3, 4, 5], 8, np.random.default_rng(0), pool=2))) == [0, 0, 0, 1, 1, 1, 2, 2]
 
 
 def test_bad_pairs_are_named(tmp_path):

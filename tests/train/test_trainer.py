@@ -93,6 +93,41 @@ def test_a_frozen_audio_encoder_runs_in_eval_mode(tmp_path, corpus, monkeypatch)
     assert modes and all(modes)
 
 
+def test_a_frozen_encoder_runs_once_per_utterance_and_trains_the_same(tmp_path, corpus, monkeypatch):
+    """Its frames are cached: over several epochs each utterance goes through the encoder
+    once, and the losses are those of running it every step."""
+    from qinyu.model import QinYuForConditionalGeneration
+    from qinyu.train import trainer
+
+    encoded = []
+    encode = QinYuForConditionalGeneration.encode_audio
+
+    def counting(self, features, *args, **kw):
+        encoded.extend(f.data_ptr() for f in features)
+        return encode(self, features, *args, **kw)
+
+    monkeypatch.setattr(QinYuForConditionalGeneration, "encode_audio", counting)
+    steps = 12  # 16 samples in batches of 4: three epochs
+    cached = train(Recipe.load(recipe(tmp_path, "cached", "pretrain", "preset:tiny", corpus, steps=steps)),
+                   progress=False)
+    assert encoded and len(encoded) == len(set(encoded))  # every utterance once
+    once = len(encoded)
+
+    class NoCache:
+        def __call__(self, model, features):
+            return model.encode_audio(features)
+
+    monkeypatch.setattr(trainer, "EncoderFrameCache", NoCache)
+    encoded.clear()
+    uncached = train(Recipe.load(recipe(tmp_path, "uncached", "pretrain", "preset:tiny", corpus, steps=steps)),
+                     progress=False)
+    assert len(encoded) > 2 * once
+    rows = zip(read_metrics(tmp_path / "cached" / "metrics.csv"), read_metrics(tmp_path / "uncached" / "metrics.csv"))
+    for a, b in rows:
+        assert abs(a["loss"] - b["loss"]) < 1e-5 * b["loss"], (a, b)
+    assert cached["step"] == uncached["step"] == steps
+
+
 def test_gradient_accumulation_gives_the_same_loss(tmp_path, corpus):
     a = train(Recipe.load(recipe(tmp_path, "acc1", "pretrain", "preset:tiny", corpus, steps=2)), progress=False)
     b = train(Recipe.load(recipe(tmp_path, "acc2", "pretrain", "preset:tiny", corpus, steps=2, grad_accum=4)),
