@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qinyu.layout import TokenLayout, bpe_tokenizer
-from qinyu.model import QinYuForConditionalGeneration, preset_config
-from qinyu.model.presets import ctc_classes
+from qinyu.model import QinYuForConditionalGeneration
 from qinyu.train.encoder_ctc import length_batches
-from synthetic import WORDS  # bench/synthetic.py (this script's folder)
+from synthetic import nano_setup  # bench/synthetic.py (this script's folder)
 
 
 def run(encoder, lengths, classes: int, pool: int, steps: int, batch_size: int = 32) -> tuple[float, float]:
@@ -63,9 +61,7 @@ def main():
     ap.add_argument("--steps", type=int, default=40, help="timed steps of each batching (one more is the warm-up)")
     ap.add_argument("--pool", type=int, default=50, help="batches per length-sorted pool")
     args = ap.parse_args()
-    tok = bpe_tokenizer([" ".join(WORDS)] * 50, 300)
-    classes = ctc_classes(tok)
-    config = preset_config("nano", TokenLayout.from_tokenizer(tok), classes)
+    _, _, classes, config = nano_setup()
     rng = np.random.default_rng(0)
     lengths = list(rng.integers(11, 28, 3000)) + list(rng.integers(22, 76, 7400))
 

@@ -25,11 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from qinyu.data.dataset import PackedData, collate_packs
-from qinyu.layout import TokenLayout, bpe_tokenizer
-from qinyu.model import QinYuForConditionalGeneration, preset_config
+from qinyu.model import QinYuForConditionalGeneration
 from qinyu.model.loss import hybrid_loss_sums
-from qinyu.model.presets import ctc_classes
-from synthetic import WORDS, spoken_conversations  # bench/synthetic.py (this script's folder)
+from synthetic import nano_setup, spoken_conversations  # bench/synthetic.py (this script's folder)
 
 
 def autocast(dtype: str):
@@ -79,10 +77,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8, help="timed SLM steps (one more is the warm-up)")
     ap.add_argument("--ctc-steps", type=int, default=20, help="timed CTC steps (one more is the warm-up)")
     args = ap.parse_args()
-    tok = bpe_tokenizer([" ".join(WORDS)] * 50, 300)
-    layout = TokenLayout.from_tokenizer(tok)
-    classes = ctc_classes(tok)
-    config = preset_config("nano", layout, classes)
+    tok, layout, classes, config = nano_setup()
 
     packs = PackedData([(spoken_conversations(600, 0, tok, layout), 1.0)], 1024, seed=0).epoch(0)
     batches = [collate_packs(packs[i:i + 4], layout.im_end) for i in range(0, 4 * (args.steps + 1), 4)]

@@ -1,15 +1,27 @@
 """Synthetic spoken conversations for the training benchmarks (bench/train.py,
 bench/precision.py): random reply texts, random user-speech features and codec codes of
-random lengths, rendered as training renders them. Shapes, not meaning."""
+random lengths, rendered as training renders them. Shapes, not meaning. Also the nano
+preset over a small BPE of the same words (bench/precision.py, bench/ctc_batching.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from qinyu.data.dataset import Item
-from qinyu.layout import AssistantSpeech, UserSpeech, render, with_voice_prompt
+from qinyu.layout import AssistantSpeech, TokenLayout, UserSpeech, bpe_tokenizer, render, with_voice_prompt
 
 WORDS = "the a voice song river morning train quiet bright window story mountain music friend".split()
+
+
+def nano_setup():
+    """(tokenizer, layout, CTC classes, config) of the nano preset over a 300-entry BPE of WORDS."""
+    from qinyu.model import preset_config
+    from qinyu.model.presets import ctc_classes
+
+    tok = bpe_tokenizer([" ".join(WORDS)] * 50, 300)
+    layout = TokenLayout.from_tokenizer(tok)
+    classes = ctc_classes(tok)
+    return tok, layout, classes, preset_config("nano", layout, classes)
 
 
 def spoken_conversations(n: int, seed: int, tokenizer, layout) -> list[Item]:
