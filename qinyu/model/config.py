@@ -34,6 +34,10 @@ class QinYuConfig:
     # nano option: the encoder emits CTC logits (last class the blank); keep one frame per CTC
     # token, left-aligned in the utterance's span, the rest zeros (``ctc_compress``)
     audio_ctc_compress: bool = False
+    # nano option: each frame the LM reads also carries the LM's own text embeddings weighted by the
+    # encoder's CTC posteriors over them (its ``ctc.ctc_lo`` head; the blank adds nothing), so a
+    # frame where CTC hears a word looks like that word's token (``project_audio``)
+    audio_ctc_embedding: bool = False
     audio_projection_norm_type: str = "layer_norm"
     speaker_projection_norm_type: str = "layer_norm"
     use_speaker_embedding: bool = True
@@ -67,6 +71,8 @@ class QinYuConfig:
         for name in ("audio_projection_norm_type", "speaker_projection_norm_type"):
             if getattr(self, name) not in NORM_TYPES:
                 raise ConfigError(f"config field {name!r} must be one of {NORM_TYPES}, got {getattr(self, name)!r}")
+        if self.audio_ctc_embedding and self.audio_encoder is None:
+            raise ConfigError("audio_ctc_embedding needs an audio encoder with a CTC head (config 'audio_encoder' is null)")
         if (self.num_codebooks, self.codebook_size) != (NUM_CODEBOOKS, CODEBOOK_SIZE):
             raise ConfigError(f"only 8 codebooks x 1032 entries are supported, got {self.num_codebooks} x {self.codebook_size}")
         try:

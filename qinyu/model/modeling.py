@@ -97,6 +97,11 @@ class QinYuForConditionalGeneration(nn.Module):
             nn.init.normal_(module.weight, std=std)
         if self.tied:
             self.lm_head.weight = self.model.get_input_embeddings().weight
+        if config.audio_ctc_embedding:
+            head = getattr(getattr(self.audio_encoder, "ctc", None), "ctc_lo", None)
+            if head is None or head.in_features != config.audio_encoder_output_size or head.out_features - 1 > vocab:
+                raise ConfigError("audio_ctc_embedding needs an audio encoder whose CTC head (ctc.ctc_lo) reads its "
+                                  "output frames and whose classes are text tokens of the LM's vocabulary + the blank")
 
     # -- properties ---------------------------------------------------------------
     @property
@@ -139,6 +144,21 @@ class QinYuForConditionalGeneration(nn.Module):
         if self.config.audio_ctc_compress:
             frames = [ctc_compress(f) for f in frames]
         return frames
+
+    def project_audio(self, frames: torch.Tensor) -> torch.Tensor:
+        """Encoder frames [N, D] -> the LM input vectors [N, H] at ``<|context_of_audio|>``.
+
+        With ``audio_ctc_embedding`` each frame also gets the LM's embeddings of the text
+        tokens weighted by the encoder's CTC posteriors over them (the blank, the last class,
+        adds nothing), as LegoSLM builds its speech inputs: a frame where CTC hears a word then
+        looks like that word's token, and reading the speech becomes copying tokens, which a
+        small LM learns faster than decoding projected frames."""
+        out = self.model.audio_projection(frames)
+        if self.config.audio_ctc_embedding:
+            posteriors = self.audio_encoder.ctc.ctc_lo(frames).float().softmax(dim=-1)[:, :-1]
+            table = self.model.get_input_embeddings().weight[:posteriors.shape[-1]]
+            out = out + (posteriors.to(table.dtype) @ table).to(out.dtype)
+        return out
 
     def embed_inputs(self, input_ids: torch.Tensor, audio_steps=None, audio_features=None, audio_feature_lengths=None,
                      audio_embeds=None, speaker_embeddings=None) -> torch.Tensor:
@@ -200,7 +220,7 @@ class QinYuForConditionalGeneration(nn.Module):
                 raise InputError(f"user speech has {frames.shape[0]} encoder frames "
                                  f"({[int(e.shape[0]) for e in audio_embeds]}) but input_ids hold {n_ctx} "
                                  f"<|context_of_audio|> placeholders")
-            x[ctx] = self.model.audio_projection(frames).to(x.dtype)
+            x[ctx] = self.project_audio(frames).to(x.dtype)
         elif n_ctx:
             raise InputError(f"input_ids hold {n_ctx} <|context_of_audio|> placeholders but no user audio was given")
         elif self.training:

@@ -16,6 +16,7 @@ held-out split asks in frames no more familiar than before.
 from __future__ import annotations
 
 import random
+import functools
 import re
 
 from ..data.synth.templates import REQUESTS, USER_FILLERS
@@ -135,6 +136,25 @@ def _corpus_phrasings() -> tuple[list[str], list[str]]:
         for k, template in enumerate(REQUESTS[("en", kind)]):
             (held if heldout_phrasing(f"en-{kind}-{k}") else train).append(template)
     return train, held
+
+
+@functools.cache
+def _heldout_only_trigrams() -> frozenset[tuple[str, ...]]:
+    train, held = _corpus_phrasings()
+    known = set().union(*(_trigrams(t) for t in train))
+    return frozenset(set().union(*(_trigrams(t) for t in held)) - known)
+
+
+def says_heldout_trigram(text: str) -> bool:
+    """Whether ``text`` says a word trigram of a held-out phrasing that no train phrasing has
+    (a slot, "{}", matches any word): made-up train utterances (``spliced_sentences``) must
+    not teach the held-out phrasings' words in their order."""
+    tokens = [t for t in (re.sub(r"[^a-z']", "", w) for w in text.lower().split()) if t]
+    for i in range(len(tokens) - 2):
+        for gram in _heldout_only_trigrams():
+            if all(g == "{}" or g == t for g, t in zip(gram, tokens[i:i + 3])):
+                return True
+    return False
 
 
 def all_rephrasings() -> list[str]:

@@ -83,10 +83,17 @@ class SpeedrunConfig:
     # word (docs/nano.md, "Hearing")
     encoder_salad_utterances: int = 3000
     encoder_number_utterances: int = 3000
+    # train user utterances spliced (the start of one, the end of another, a few words swapped:
+    # ``spliced_sentences``) in other voices, for CTC and as ``spliced_asr`` SLM samples: sentences
+    # no one memorised, so the LM reads them instead of answering with the nearest train sentence
+    encoder_spliced_utterances: int = 3000
     # measured and left off (simple encoder only): its output layer as the CTC classifier (the LM
     # reads CTC logits), and one frame per CTC token
     encoder_emits_ctc: bool = False
     encoder_ctc_compress: bool = False
+    # the LM reads each frame with its own text embeddings weighted by the encoder's CTC posteriors
+    # added (``audio_ctc_embedding``, SenseVoice encoder only: its CTC head gives the posteriors)
+    encoder_ctc_embedding: bool = False
     # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
     stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
                                                   "train_audio_embeddings": True, "dtype": "bf16"})
@@ -117,11 +124,13 @@ class SpeedrunConfig:
     # answers that ran on past their end ("Two plus four is seven. twelve.") and missed the
     # forced-choice intelligibility target by 3 points (docs/nano.md).
     stage_data: dict = field(default_factory=lambda: {
-        0: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0},
-        1: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0, "tts": 1.0, "chat": 1.0,
+        0: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0, "spliced_asr": 1.0},
+        1: {"asr": 1.0, "extra_asr": 1.0, "salad_asr": 1.0, "numbers_asr": 1.0, "spliced_asr": 1.0, "tts": 1.0,
+            "chat": 1.0,
             "extra_chat": 1.0, "chat_text": 1.0, "reframed_text": 1.0, "rephrased_text": 1.0, "arith_text": 2.0,
             "voice_tts": 1.0, "singing": 1.0},
         2: {"train": 1.0, "singing": 3.0, "extra_singing": 1.0, "extra_asr": 0.5, "numbers_asr": 0.5,
+            "spliced_asr": 0.5,
             "extra_chat": 1.0, "reframed_text": 1.0, "rephrased_text": 1.0, "voice_tts": 1.0, "tts": 1.0}})
     eval_limit: int | None = None
     ship_dtype: str = "bf16"
@@ -362,6 +371,9 @@ class Speedrun:
             raise SpeedrunError("encoder_emits_ctc makes a simple encoder's output layer its CTC classifier: set "
                                 "encoder_type 'simple' (SenseVoice has its own CTC head, and the LM reads the frames "
                                 "before it)")
+        if self.config.encoder_ctc_embedding and self.config.encoder_type != "sensevoice":
+            raise SpeedrunError("encoder_ctc_embedding reads the posteriors of SenseVoice's CTC head: set "
+                                "encoder_type 'sensevoice'")
         tokenizer = load_tokenizer(self.out / "tokenizer.json")
         new_checkpoint(self.out / "init", preset="nano", seed=self.config.seed, tokenizer=tokenizer,
                        audio_encoder=NANO_SIMPLE_ENCODER if self.config.encoder_type == "simple" else None,
@@ -371,6 +383,8 @@ class Speedrun:
         config["cmvn"] = str((self.out / "am.mvn").resolve())
         if self.config.encoder_ctc_compress:
             config["audio_ctc_compress"] = True
+        if self.config.encoder_ctc_embedding:
+            config["audio_ctc_embedding"] = True
         config_path.write_text(json.dumps(config, indent=2))
         return {}
 
@@ -430,6 +444,9 @@ class Speedrun:
         # the number inside a sentence
         numbers = number_sequences(self.config.encoder_number_utterances, self.config.seed + 3)
         counts["numbers"] = len(spoken_asr(numbers, self.config.seed + 3, "numbers-", "numbers_asr"))
+        # train utterances spliced: sentence-like, but no sentence the LM could have memorised
+        spliced = spliced_sentences(user_texts, self.config.encoder_spliced_utterances, self.config.seed + 8)
+        counts["spliced"] = len(spoken_asr(spliced, self.config.seed + 8, "spliced-", "spliced_asr"))
 
         # spoken requests (one user utterance, then the answer) in new voices, with their answers
         single = [s for s in samples if s["task"] in ("chat", "singing")
@@ -696,6 +713,42 @@ def word_salad(texts: list[str], count: int, seed: int = 0, numbers: int = 20) -
     rng = random.Random(seed)
     return [" ".join(rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary)
                      for _ in range(rng.randint(3, 8))) for _ in range(count)]
+
+
+def spliced_sentences(texts: list[str], count: int, seed: int = 0, substitute: float = 0.15,
+                      numbers: int = 20) -> list[str]:
+    """``count`` made-up utterances, each the start of one of ``texts`` and the end of another
+    (cut at random word boundaries: "Can you tell me | the third line of Ode to Joy?"), with
+    each word swapped for a random one (a word of ``texts`` or a number word) at rate
+    ``substitute``. An LM trained on the corpus's few hundred user sentences transcribed
+    unheard ones as the nearest sentence it knew ("let's hear London Bridge, can you sing it"
+    -> "what's the best part of your life"); in these, no sentence is known past its first few
+    words, so the rest has to be read. None says a word trigram of a held-out phrasing that
+    no train phrasing has (``says_heldout_trigram``)."""
+    from ..data.synth.sources import number_words
+    from .rephrase import says_heldout_trigram
+
+    sentences = [t.split() for t in texts if len(t.split()) >= 2]
+    if count and not sentences:
+        raise SpeedrunError("no sentences of two words or more to splice")
+    vocabulary = sorted({w for t in texts for w in re.findall(r"[a-z]+(?:'[a-z]+)?", t.lower())})
+    digits = [number_words(n) for n in range(numbers + 1)]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(20 * count):
+        if len(out) == count:
+            break
+        a, b = rng.choice(sentences), rng.choice(sentences)
+        words = a[:rng.randint(1, len(a) - 1)] + b[rng.randint(1, len(b) - 1):]
+        words = [(rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary))
+                 if rng.random() < substitute else w for w in words]
+        text = " ".join(words)
+        text = text[0].upper() + text[1:]
+        if not says_heldout_trigram(text):
+            out.append(text)
+    if len(out) < count:
+        raise SpeedrunError(f"only {len(out)} of {count} spliced sentences avoid the held-out phrasings")
+    return out
 
 
 def number_sequences(count: int, seed: int = 0, max_words: int = 2, numbers: int = 20) -> list[str]:

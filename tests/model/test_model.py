@@ -203,3 +203,55 @@ def test_ctc_compress_left_aligns_one_frame_per_ctc_token():
     assert torch.equal(out[:4], logits[[0, 3, 5, 6]])  # the first frame of each token, in order
     assert torch.equal(out[4:], torch.zeros(5, 5))
     assert torch.equal(ctc_compress(torch.zeros(0, 5)), torch.zeros(0, 5))
+
+
+def _ctc_embedding_model(layout, tokenizer):
+    """The tiny backbone with a small SenseVoice encoder whose CTC head covers the text tokens."""
+    from qinyu.model.presets import ctc_classes, preset_config
+
+    config = preset_config("tiny", layout)
+    config.audio_encoder = {"type": "sensevoice", "input_size": 560, "output_size": 32, "attention_heads": 4,
+                            "linear_units": 64, "num_blocks": 1, "tp_blocks": 0,
+                            "vocab_size": ctc_classes(tokenizer), "keep_query_frames": False}
+    config.audio_encoder_output_size = 32
+    config.audio_ctc_embedding = True
+    torch.manual_seed(0)
+    return QinYuForConditionalGeneration(config).eval()
+
+
+def test_ctc_embedding_adds_the_text_embeddings_ctc_hears(layout, tokenizer):
+    model = _ctc_embedding_model(layout, tokenizer)
+    head = model.audio_encoder.ctc.ctc_lo
+    blank = head.out_features - 1
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-30.0)
+        frames = torch.randn(3, 32)
+        plain = model.model.audio_projection(frames)
+        table = model.model.get_input_embeddings().weight
+        head.bias[7] = 30.0  # every frame hears token 7
+        torch.testing.assert_close(model.project_audio(frames) - plain, table[7].expand(3, -1), atol=1e-5, rtol=1e-4)
+        head.bias[7] = -30.0
+        head.bias[blank] = 30.0  # every frame is blank: nothing added
+        torch.testing.assert_close(model.project_audio(frames), plain)
+        head.bias[blank] = 0.0
+        head.bias[7] = head.bias[9] = 0.0  # a third each of blank, 7 and 9
+        torch.testing.assert_close(model.project_audio(frames) - plain, ((table[7] + table[9]) / 3).expand(3, -1),
+                                   atol=1e-5, rtol=1e-4)
+    # the user-speech positions carry it, and the text embeddings learn from the speech
+    features = [torch.randn(12, 560)]
+    n = model.encode_audio(features)[0].shape[0]
+    ids = torch.tensor([[layout.im_start] + [layout.context_of_audio] * n + [layout.im_end]])
+    model.embed_inputs(ids, audio_features=features).sum().backward()
+    assert model.model.get_input_embeddings().weight.grad[[7, 9]].abs().sum() > 0
+
+
+def test_ctc_embedding_needs_an_encoder_with_a_ctc_head(layout):
+    from qinyu.model.presets import preset_config
+
+    config = preset_config("tiny", layout)  # the simple encoder: no CTC head
+    config.audio_ctc_embedding = True
+    with pytest.raises(ConfigError, match="audio_ctc_embedding needs an audio encoder whose CTC head"):
+        QinYuForConditionalGeneration(config)
+    with pytest.raises(ConfigError, match="audio_ctc_embedding needs an audio encoder"):
+        QinYuConfig(**{**config.to_dict(), "audio_encoder": None})

@@ -95,3 +95,11 @@ def test_rephrased_questions_keep_each_samples_spoken_answer():
         assert "three" in said[0].lower() and said[1] == "Three plus four is seven." and "one" in said[2].lower()
         assert said[3] == "Then it's eight.<|audio|>" and row["audio"] == [follow["audio"][2]]
 
+
+
+def test_a_held_out_trigram_is_found_in_any_text_and_a_slot_matches_any_word():
+    assert rp.says_heldout_trigram("Um, which noise does a cat make?")  # "which noise does": held out only
+    assert rp.says_heldout_trigram("so TELL ME THE colour of grass")  # "the colour of {}", in any case
+    assert not rp.says_heldout_trigram("What colour is grass?")  # a train phrasing
+    assert not rp.says_heldout_trigram("What is the capital of Japan?")  # "the capital of": in train too
+    assert not rp.says_heldout_trigram("noise which does")

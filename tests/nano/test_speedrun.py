@@ -22,7 +22,7 @@ def tiny_config() -> SpeedrunConfig:
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
         # the options left off by default, exercised (the simple encoder's in the test below)
-        encoder_salad_utterances=3, encoder_number_utterances=3,
+        encoder_salad_utterances=3, encoder_number_utterances=3, encoder_spliced_utterances=3,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
 
@@ -105,6 +105,10 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     assert len(numbers) == 3 and all(1 <= len(s["messages"][-1]["content"].split()) <= 2 for s in numbers)
     assert all(np.load(prepared / s["audio"][0]["features"]).shape == (s["audio"][0]["frames"], 560)
                for s in numbers)
+    spliced = read_prepared(prepared / "spliced_asr.prepared.jsonl")
+    assert len(spliced) == 3 and all(s["task"] == "asr" and s["id"].startswith("spliced-asr-") for s in spliced)
+    assert all(np.load(prepared / s["audio"][0]["features"]).shape == (s["audio"][0]["frames"], 560)
+               for s in spliced)
     # song requests typed too, each with its sung answer
     typed = read_prepared(prepared / "singing_text.prepared.jsonl")
     singing = {s["id"]: s for s in run.prepared_samples() if s["task"] == "singing"}
@@ -176,6 +180,23 @@ def test_compressing_needs_an_encoder_that_emits_ctc(tmp_path):
     bpe_tokenizer(["what is two plus five"] * 4, vocab_size=300).save(str(tmp_path / "run" / "tokenizer.json"))
     with pytest.raises(SpeedrunError, match="needs encoder_emits_ctc"):
         run.step_init()
+
+
+def test_ctc_embedding_goes_into_the_init_config_and_needs_sensevoice(tmp_path):
+    from qinyu.layout import bpe_tokenizer, load_tokenizer
+    from qinyu.model import QinYuForConditionalGeneration
+
+    (tmp_path / "run").mkdir()
+    bpe_tokenizer(["what is two plus five"] * 4, vocab_size=300).save(str(tmp_path / "run" / "tokenizer.json"))
+    Speedrun(tmp_path / "run", SpeedrunConfig(encoder_ctc_embedding=True), progress=False).step_init()
+    assert json.loads((tmp_path / "run" / "init" / "config.json").read_text())["audio_ctc_embedding"] is True
+    model = QinYuForConditionalGeneration.from_pretrained(tmp_path / "run" / "init")
+    classes = load_tokenizer(tmp_path / "run").get_vocab_size(with_added_tokens=False) + 1
+    assert model.config.audio_ctc_embedding and model.audio_encoder.ctc.ctc_lo.out_features == classes
+    simple = Speedrun(tmp_path / "run", SpeedrunConfig(encoder_ctc_embedding=True, encoder_type="simple"),
+                      progress=False)
+    with pytest.raises(SpeedrunError, match="encoder_ctc_embedding reads the posteriors of SenseVoice's CTC head"):
+        simple.step_init()
 
 
 def test_emitting_ctc_needs_the_simple_encoder(tmp_path):
@@ -265,6 +286,36 @@ def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():
     assert len(set(salad)) > 290  # sequences, not the corpus's sentence frames
     with pytest.raises(SpeedrunError, match="no words"):
         word_salad(["?!"], 3)
+
+
+def test_spliced_sentences_join_two_transcripts_and_never_say_a_held_out_trigram():
+    import re
+
+    from qinyu.nano.rephrase import says_heldout_trigram
+    from qinyu.nano.speedrun import spliced_sentences
+
+    texts = ["Um, can you tell me what two plus three is?", "What's the capital of France?",
+             "Which colour is a tomato?", "Tell me something about your ship, captain.",
+             "Name the capital of Japan"]  # (the last is a held-out phrasing, to check the filter)
+    lines = spliced_sentences(texts, 400, seed=1, substitute=0.0)
+    assert len(lines) == 400 and lines == spliced_sentences(texts, 400, seed=1, substitute=0.0)
+    assert lines != spliced_sentences(texts, 400, seed=2, substitute=0.0)
+    starts = [t.split() for t in texts]
+    for line in lines:  # a start of one transcript, then an end of one
+        words = line.split()
+        assert line[0].isupper() and not says_heldout_trigram(line)
+        assert any(any(words[:i] == [s[0].capitalize(), *s[1:i]] or words[:i] == s[:i] for s in starts)
+                   and any(words[i:] == s[-(len(words) - i):] for s in starts) for i in range(1, len(words)))
+    assert len(set(lines)) > 40  # many more sentences than the five
+    assert any("name the capital of" in line.lower() for line in texts) and \
+        not any("name the capital of" in line.lower() for line in lines)
+    swapped = spliced_sentences(texts, 400, seed=1, substitute=0.5)
+    allowed = {w for t in texts for w in re.findall(r"[a-z']+", t.lower())} | NUMBER_WORDS
+    assert {re.sub(r"[^a-z']", "", w.lower()) for line in swapped for w in line.split()} - {""} <= allowed
+    assert any(w in NUMBER_WORDS - {"two", "three"} for line in swapped for w in line.lower().split())
+    assert spliced_sentences(texts, 0) == []
+    with pytest.raises(SpeedrunError, match="no sentences of two words"):
+        spliced_sentences(["Hello"], 3)
 
 
 def test_reframing_keeps_numbers_operations_and_what_is_asked_about_and_shakes_the_rest():
