@@ -151,8 +151,8 @@ class QinYuForConditionalGeneration(nn.Module):
         With ``audio_ctc_embedding`` each frame also gets the LM's embeddings of the text
         tokens weighted by the encoder's CTC posteriors over them (the blank, the last class,
         adds nothing), as LegoSLM builds its speech inputs: a frame where CTC hears a word then
-        looks like that word's token, and reading the speech becomes copying tokens, which a
-        small LM learns faster than decoding projected frames."""
+        looks like that word's token, so reading the speech can become copying tokens. (On
+        qinyu-nano it did not change the LM's ASR: run J in docs/nano.md.)"""
         out = self.model.audio_projection(frames)
         if self.config.audio_ctc_embedding:
             posteriors = self.audio_encoder.ctc.ctc_lo(frames).float().softmax(dim=-1)[:, :-1]

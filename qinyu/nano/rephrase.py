@@ -15,8 +15,8 @@ held-out split asks in frames no more familiar than before.
 
 from __future__ import annotations
 
-import random
 import functools
+import random
 import re
 
 from ..data.synth.templates import REQUESTS, USER_FILLERS
