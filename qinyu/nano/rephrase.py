@@ -139,22 +139,20 @@ def _corpus_phrasings() -> tuple[list[str], list[str]]:
 
 
 @functools.cache
-def _heldout_only_trigrams() -> frozenset[tuple[str, ...]]:
+def _heldout_only_trigrams() -> dict[str, frozenset[tuple[str, ...]]]:
+    """Each held-out phrasing of the corpus -> its word trigrams that no corpus train phrasing has."""
     train, held = _corpus_phrasings()
     known = set().union(*(_trigrams(t) for t in train))
-    return frozenset(set().union(*(_trigrams(t) for t in held)) - known)
+    return {t: frozenset(_trigrams(t) - known) for t in held}
 
 
 def says_heldout_trigram(text: str) -> bool:
     """Whether ``text`` says a word trigram of a held-out phrasing that no train phrasing has
     (a slot, "{}", matches any word): made-up train utterances (``spliced_sentences``) must
     not teach the held-out phrasings' words in their order."""
-    tokens = [t for t in (re.sub(r"[^a-z']", "", w) for w in text.lower().split()) if t]
-    for i in range(len(tokens) - 2):
-        for gram in _heldout_only_trigrams():
-            if all(g == "{}" or g == t for g, t in zip(gram, tokens[i:i + 3])):
-                return True
-    return False
+    said = _trigrams(text)
+    return any(all(h in ("{}", w) for h, w in zip(gram, words))
+               for grams in _heldout_only_trigrams().values() for gram in grams for words in said)
 
 
 def all_rephrasings() -> list[str]:
@@ -165,10 +163,8 @@ def all_rephrasings() -> list[str]:
 def check_rephrasings() -> list[str]:
     """Every rephrasing that is a held-out phrasing or shares a word trigram with one that no
     corpus train phrasing has (an empty list when there is none)."""
-    train, held = _corpus_phrasings()
-    known = set().union(*(_trigrams(t) for t in train))
-    held_grams = {t: _trigrams(t) - known for t in held}
-    held_lower = {t.lower() for t in held}
+    held_grams = _heldout_only_trigrams()
+    held_lower = {t.lower() for t in held_grams}
     problems = []
     for template in all_rephrasings():
         if template.lower() in held_lower:

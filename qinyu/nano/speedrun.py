@@ -705,15 +705,21 @@ def word_salad(texts: list[str], count: int, seed: int = 0, numbers: int = 20) -
     a few sentence frames with numbers and names in them, so a recogniser (the CTC encoder,
     or the LM reading it) can guess most of a transcript from the frame; in a random
     sequence every word has to be heard."""
+    vocabulary, random_word = _random_words(texts, numbers)
+    if count and not vocabulary:
+        raise SpeedrunError("no words to draw random word sequences from")
+    rng = random.Random(seed)
+    return [" ".join(random_word(rng) for _ in range(rng.randint(3, 8))) for _ in range(count)]
+
+
+def _random_words(texts: list[str], numbers: int):
+    """(the words of ``texts``, a function rng -> a random word): a number word (zero to
+    ``numbers``) half the time, else a word of ``texts``."""
     from ..data.synth.sources import number_words
 
     vocabulary = sorted({w for t in texts for w in re.findall(r"[a-z]+(?:'[a-z]+)?", t.lower())})
-    if count and not vocabulary:
-        raise SpeedrunError("no words to draw random word sequences from")
     digits = [number_words(n) for n in range(numbers + 1)]
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary)
-                     for _ in range(rng.randint(3, 8))) for _ in range(count)]
+    return vocabulary, lambda rng: rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary)
 
 
 def spliced_sentences(texts: list[str], count: int, seed: int = 0, substitute: float = 0.15,
@@ -726,14 +732,12 @@ def spliced_sentences(texts: list[str], count: int, seed: int = 0, substitute: f
     -> "what's the best part of your life"); in these, no sentence is known past its first few
     words, so the rest has to be read. None says a word trigram of a held-out phrasing that
     no train phrasing has (``says_heldout_trigram``)."""
-    from ..data.synth.sources import number_words
     from .rephrase import says_heldout_trigram
 
     sentences = [t.split() for t in texts if len(t.split()) >= 2]
     if count and not sentences:
         raise SpeedrunError("no sentences of two words or more to splice")
-    vocabulary = sorted({w for t in texts for w in re.findall(r"[a-z]+(?:'[a-z]+)?", t.lower())})
-    digits = [number_words(n) for n in range(numbers + 1)]
+    _, random_word = _random_words(texts, numbers)
     rng = random.Random(seed)
     out = []
     for _ in range(20 * count):
@@ -741,8 +745,7 @@ def spliced_sentences(texts: list[str], count: int, seed: int = 0, substitute: f
             break
         a, b = rng.choice(sentences), rng.choice(sentences)
         words = a[:rng.randint(1, len(a) - 1)] + b[rng.randint(1, len(b) - 1):]
-        words = [(rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary))
-                 if rng.random() < substitute else w for w in words]
+        words = [random_word(rng) if rng.random() < substitute else w for w in words]
         text = " ".join(words)
         text = text[0].upper() + text[1:]
         if not says_heldout_trigram(text):
