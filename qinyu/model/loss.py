@@ -89,25 +89,50 @@ class LossSums:
     audio_count: int
 
 
+def loss_rows(labels: torch.Tensor, audio_labels: torch.Tensor | None, first_audio_token_id: int):
+    """Which positions the hybrid loss reads, and their targets. Position p's logits predict
+    what stands at p + 1, so the rows are positions 0..L-2 of each sequence:
+
+    * ``text_rows`` [B, L-1] bool: the next token has a text label; ``text_targets`` [N_t]
+      are those labels in the text softmax's numbering (above the codebook 1-7 block,
+      shifted down by it).
+    * ``audio_rows`` [B, L-1] bool: the next position holds an audio step; ``audio_targets``
+      [N_a, 7] are its codebooks 1..7 (in-codebook indices, -100 where absent)."""
+    tvs = int(first_audio_token_id)
+    text_labels = labels[:, 1:]
+    text_rows = text_labels != IGNORE_INDEX
+    text_targets = text_labels[text_rows]
+    text_targets = torch.where(text_targets >= tvs + AUDIO_BLOCK, text_targets - AUDIO_BLOCK, text_targets)
+    if audio_labels is None:
+        audio_rows = torch.zeros_like(text_rows)
+        audio_targets = labels.new_zeros(0, NUM_CODEBOOKS - 1)
+    else:
+        targets = audio_labels[:, 1:, 1:]  # [B, L-1, 7]
+        audio_rows = (targets != IGNORE_INDEX).any(-1)
+        audio_targets = targets[audio_rows]
+    return text_rows, text_targets, audio_rows, audio_targets
+
+
+def loss_sums_at_rows(text_logits: torch.Tensor, text_targets: torch.Tensor, audio_logits: torch.Tensor,
+                      audio_targets: torch.Tensor) -> LossSums:
+    """The hybrid loss's sums from the logits of the rows it reads only (``loss_rows``):
+    ``text_logits`` [N_t, V - 7*1032] over the text softmax (the vocabulary without the
+    codebook 1-7 block), ``audio_logits`` [N_a, 7*1032] over that block."""
+    text_sum = F.cross_entropy(text_logits.float(), text_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    audio_sums = torch.stack([
+        F.cross_entropy(audio_logits[:, (q - 1) * CODEBOOK_SIZE:q * CODEBOOK_SIZE].float(), audio_targets[:, q - 1],
+                        ignore_index=IGNORE_INDEX, reduction="sum")
+        for q in range(1, NUM_CODEBOOKS)])
+    return LossSums(text_sum, int((text_targets != IGNORE_INDEX).sum()), audio_sums, int(audio_targets.shape[0]))
+
+
 def hybrid_loss_sums(logits: torch.Tensor, labels: torch.Tensor, audio_labels: torch.Tensor | None,
                      first_audio_token_id: int) -> LossSums:
+    """``LossSums`` from full logits [B, L, V]. Training computes the same sums without the
+    full logits (``QinYuForConditionalGeneration.forward(..., return_loss_sums=True)``)."""
     tvs = int(first_audio_token_id)
-    text_logits = torch.cat([logits[..., :tvs], logits[..., tvs + AUDIO_BLOCK:]], dim=-1)[:, :-1]
-    text_labels = labels[:, 1:]
-    text_labels = torch.where(text_labels >= tvs + AUDIO_BLOCK, text_labels - AUDIO_BLOCK, text_labels)
-    text_sum = F.cross_entropy(text_logits.reshape(-1, text_logits.shape[-1]).float(), text_labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
-    text_count = int((text_labels != IGNORE_INDEX).sum())
-    audio_sums = logits.new_zeros(NUM_CODEBOOKS - 1, dtype=torch.float32)
-    audio_count = 0
-    if audio_labels is not None:
-        targets = audio_labels[:, 1:, 1:]
-        has_step = (targets != IGNORE_INDEX).any(-1)
-        audio_count = int(has_step.sum())
-        if audio_count:
-            rows, targets = logits[:, :-1][has_step], targets[has_step]
-            audio_sums = torch.stack([
-                F.cross_entropy(rows[:, tvs + (q - 1) * CODEBOOK_SIZE:tvs + q * CODEBOOK_SIZE].float(),
-                                targets[:, q - 1], ignore_index=IGNORE_INDEX, reduction="sum")
-                for q in range(1, NUM_CODEBOOKS)])
-    return LossSums(text_sum, text_count, audio_sums, audio_count)
+    text_rows, text_targets, audio_rows, audio_targets = loss_rows(labels, audio_labels, tvs)
+    rows = logits[:, :-1]
+    text_logits = rows[text_rows]
+    text_logits = torch.cat([text_logits[:, :tvs], text_logits[:, tvs + AUDIO_BLOCK:]], dim=-1)
+    return loss_sums_at_rows(text_logits, text_targets, rows[audio_rows][:, tvs:tvs + AUDIO_BLOCK], audio_targets)

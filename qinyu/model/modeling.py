@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layout import CODEBOOK_SIZE, NUM_CODEBOOKS, TokenLayout
@@ -23,7 +24,7 @@ from .checkpoint import (
     save_weights,
 )
 from .config import ConfigError, QinYuConfig
-from .loss import hybrid_loss
+from .loss import AUDIO_BLOCK, LossSums, hybrid_loss, loss_rows, loss_sums_at_rows
 from .projector import Projector
 
 class InputError(ValueError):
@@ -32,12 +33,13 @@ class InputError(ValueError):
 
 @dataclass
 class QinYuOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None with return_loss_sums (training: only the rows the loss reads)
     hidden_states: torch.Tensor  # after the backbone's final norm
     loss: torch.Tensor | None = None
     text_loss: torch.Tensor | None = None
     audio_loss: torch.Tensor | None = None
     audio_loss_per_codebook: torch.Tensor | None = None
+    loss_sums: LossSums | None = None
     cache: object | None = None
 
 
@@ -257,17 +259,41 @@ class QinYuForConditionalGeneration(nn.Module):
         if self.audio_heads is not None:
             first = self.layout.first_audio_token_id
             parts = [logits[..., :first]] + [head(hidden) for head in self.audio_heads] + \
-                    [logits[..., first + (NUM_CODEBOOKS - 1) * CODEBOOK_SIZE:]]
+                    [logits[..., first + AUDIO_BLOCK:]]
             logits = torch.cat(parts, dim=-1)
         return logits
+
+    def loss_sums(self, hidden: torch.Tensor, labels: torch.Tensor, audio_labels: torch.Tensor | None) -> LossSums:
+        """The hybrid loss's sums (``hybrid_loss_sums``) with logits computed only where the
+        loss reads them: the text softmax's columns at positions followed by a text label, the
+        codebook 1-7 columns at positions followed by an audio step. A training pack is mostly
+        unlabelled (user speech, prompts) and text rows need a fifth of the vocabulary, so this
+        skips most of the output layer's work (bench/loss_rows.py)."""
+        first = self.layout.first_audio_token_id
+        text_rows, text_targets, audio_rows, audio_targets = loss_rows(labels, audio_labels, first)
+        rows = hidden[:, :-1]
+        weight = self.lm_head.weight
+        text_hidden = rows[text_rows]
+        # two products, not one with the weight rows concatenated: that would copy the (official:
+        # 150k-row) text block of the weight every step
+        text_logits = torch.cat([F.linear(text_hidden, weight[:first]),
+                                 F.linear(text_hidden, weight[first + AUDIO_BLOCK:])], dim=-1)
+        audio_hidden = rows[audio_rows]
+        if self.audio_heads is not None:
+            audio_logits = torch.cat([head(audio_hidden) for head in self.audio_heads], dim=-1)
+        else:
+            audio_logits = F.linear(audio_hidden, weight[first:first + AUDIO_BLOCK])
+        return loss_sums_at_rows(text_logits, text_targets, audio_logits, audio_targets)
 
     def forward(self, input_ids: torch.Tensor, attention_mask=None, position_ids=None, audio_steps=None,
                 audio_features=None, audio_feature_lengths=None, audio_embeds=None, speaker_embeddings=None,
                 labels=None, audio_labels=None, cache=None, use_cache: bool = False, num_items_in_batch=None,
-                logits_to_keep: int = 0) -> QinYuOutput:
+                logits_to_keep: int = 0, return_loss_sums: bool = False) -> QinYuOutput:
         """Run the hybrid LM. With ``labels`` (and ``audio_labels`` [B, L, 8]) the hybrid
         loss is returned; ``logits_to_keep`` > 0 computes logits for the last positions
-        only (decoding)."""
+        only (decoding). ``return_loss_sums`` (training, with ``labels``): only the loss's
+        unnormalised sums (``loss_sums``), no logits, so a trainer can normalise over a
+        batch split into micro-batches and processes."""
         past = cache.get_seq_length() if cache is not None else 0
         limit = self.config.max_positions
         if limit is not None and past + input_ids.shape[1] > limit:
@@ -278,6 +304,11 @@ class QinYuForConditionalGeneration(nn.Module):
         out = self.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                          use_cache=use_cache)
         hidden = out.last_hidden_state
+        if return_loss_sums:
+            if labels is None:
+                raise InputError("return_loss_sums needs labels")
+            return QinYuOutput(logits=None, hidden_states=hidden,
+                               loss_sums=self.loss_sums(hidden, labels, audio_labels))
         logits = self.compute_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         result = QinYuOutput(logits=logits, hidden_states=hidden, cache=out.cache if use_cache else None)
         if labels is not None:

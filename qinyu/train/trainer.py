@@ -32,7 +32,6 @@ from ..data.dataset import PackedData, collate_packs, read_prepared, render_prep
 from ..layout import TokenLayout, byte_tokenizer, load_tokenizer
 from ..model import QinYuForConditionalGeneration, preset_config
 from ..model.presets import ctc_classes
-from ..model.loss import hybrid_loss_sums
 from .recipe import Recipe, is_trainable
 
 LATEST = "latest"
@@ -346,16 +345,14 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
         totals = torch.zeros(3)
         set_train_mode(model)
         for i, b in enumerate(batches):
-            inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()
-                      if k not in ("labels", "audio_labels", "num_tokens")}
+            inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items() if k != "num_tokens"}
             sync = i == len(batches) - 1 or world == 1 or recipe.strategy != "ddp"
             ctx = engine.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.dtype == "bf16"):
                 if frame_cache is not None and inputs["audio_features"] is not None:
                     inputs["audio_embeds"] = frame_cache(model, inputs.pop("audio_features"))
-                logits = engine(**inputs).logits
-            sums = hybrid_loss_sums(logits.float(), b["labels"].to(device), b["audio_labels"].to(device),
-                                    model.layout.first_audio_token_id)
+                # the loss's sums from the logits of the rows it reads only (model.loss_sums)
+                sums = engine(**inputs, return_loss_sums=True).loss_sums
             text = sums.text_sum / n_text
             audio = sums.audio_sums.sum() / (7 * n_audio)
             loss = text + audio

@@ -88,3 +88,49 @@ def test_loss_sums_split_across_micro_batches_equal_the_whole_batch(tiny, tokeni
     n_audio = sum(p.audio_count for p in parts)
     total = sum(p.text_sum for p in parts) / n_text + (sum(p.audio_sums for p in parts) / n_audio).mean()
     assert math.isclose(total.item(), out.loss.item(), rel_tol=1e-5)
+
+
+def test_loss_sums_at_the_labelled_rows_equal_the_sums_of_the_full_logits(tiny, tokenizer, layout):
+    """Training's path (forward with return_loss_sums: logits only where the loss reads them)
+    gives the sums and the gradients of the full-logits path, with and without audio heads."""
+    from qinyu.model import QinYuForConditionalGeneration
+    from qinyu.model.loss import hybrid_loss_sums
+
+    batch = synthetic_batch(tokenizer, layout, num_samples=2, seed=5)
+    heads = QinYuForConditionalGeneration(tiny.config.__class__.from_dict({**tiny.config.to_dict(),
+                                                                            "use_audio_heads": True}))
+    for model in (tiny, heads):
+        model.zero_grad()
+        full = model(**batch)
+        want = hybrid_loss_sums(full.logits, batch["labels"], batch["audio_labels"], layout.first_audio_token_id)
+        (want.text_sum + want.audio_sums.sum()).backward()
+        want_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        out = model(**batch, return_loss_sums=True)
+        got = out.loss_sums
+        assert out.logits is None
+        assert (got.text_count, got.audio_count) == (want.text_count, want.audio_count) and got.audio_count > 0
+        assert torch.allclose(got.text_sum, want.text_sum, rtol=1e-5)
+        assert torch.allclose(got.audio_sums, want.audio_sums, rtol=1e-5)
+        (got.text_sum + got.audio_sums.sum()).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert grads.keys() == want_grads.keys()
+        for name, grad in grads.items():
+            assert (grad - want_grads[name]).abs().max() <= 1e-5 * want_grads[name].abs().max(), name
+    # a text-only pack: no audio step, audio sums zero and still in the graph
+    from qinyu.layout import render
+    from qinyu.model import collate
+
+    r = render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], tokenizer, layout)
+    sums = heads(**collate([r], layout.im_end), return_loss_sums=True).loss_sums
+    assert sums.audio_count == 0 and sums.audio_sums.tolist() == [0.0] * 7 and sums.text_count > 0
+
+
+def test_return_loss_sums_needs_labels(tiny, tokenizer, layout):
+    import pytest
+
+    from qinyu.model.modeling import InputError
+
+    batch = synthetic_batch(tokenizer, layout, num_samples=1, seed=6)
+    with pytest.raises(InputError, match="return_loss_sums needs labels"):
+        tiny(**{k: v for k, v in batch.items() if k not in ("labels", "audio_labels")}, return_loss_sums=True)
