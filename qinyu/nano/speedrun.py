@@ -82,6 +82,13 @@ class SpeedrunConfig:
     # samples: nothing to guess from a sentence frame, so the encoder and the LM learn to hear every
     # word (docs/nano.md, "Hearing")
     encoder_salad_utterances: int = 3000
+    # the word sequences also draw from the most frequent English words (``general_words``, from
+    # the wordfreq package's list; 0 = the corpus's words only), this share of their non-number
+    # words: the corpus has about 600 words and a held-out phrasing says words no train sentence
+    # has ("Could you work out ..."), which a recogniser that heard only the corpus cannot spell;
+    # SenseVoice, trained on tens of thousands of hours, has heard them
+    encoder_salad_general_words: int = 3000
+    encoder_salad_general_share: float = 0.5
     encoder_number_utterances: int = 3000
     # train user utterances spliced (the start of one, the end of another, a few words swapped:
     # ``spliced_sentences``) in other voices, for CTC and as ``spliced_asr`` SLM samples: sentences
@@ -439,7 +446,9 @@ class Speedrun:
         texts = [rng.choice(user_texts) for _ in range(self.config.encoder_extra_utterances)]
         counts["extra"] = len(spoken_asr(texts, self.config.seed, "", "extra_asr"))
         # random word sequences: nothing to guess from a sentence frame, every word must be heard
-        salad = word_salad(user_texts, self.config.encoder_salad_utterances, self.config.seed + 2)
+        salad = word_salad(user_texts, self.config.encoder_salad_utterances, self.config.seed + 2,
+                           general=general_words(self.config.encoder_salad_general_words),
+                           general_share=self.config.encoder_salad_general_share)
         counts["salad"] = len(spoken_asr(salad, self.config.seed + 2, "salad-", "salad_asr"))
         # one or two number words alone: the LM learns which number it hears before it has to find
         # the number inside a sentence
@@ -699,27 +708,62 @@ def asr_sample(sample_id: str, text: str, features: str, frames: int) -> dict:
             "voice": None}
 
 
-def word_salad(texts: list[str], count: int, seed: int = 0, numbers: int = 20) -> list[str]:
+def word_salad(texts: list[str], count: int, seed: int = 0, numbers: int = 20, general: list[str] = (),
+               general_share: float = 0.5) -> list[str]:
     """``count`` random sequences of 3 to 8 words: half of the words number words (zero to
-    ``numbers``), the others drawn from the words of ``texts``. The corpus's utterances are
-    a few sentence frames with numbers and names in them, so a recogniser (the CTC encoder,
-    or the LM reading it) can guess most of a transcript from the frame; in a random
-    sequence every word has to be heard."""
-    vocabulary, random_word = _random_words(texts, numbers)
+    ``numbers``), the others drawn from the words of ``texts`` or, at rate ``general_share``,
+    from ``general`` (``general_words``). The corpus's utterances are a few sentence frames
+    with numbers and names in them, so a recogniser (the CTC encoder, or the LM reading it) can
+    guess most of a transcript from the frame; in a random sequence every word has to be heard.
+    None says a word trigram of a held-out phrasing that no train phrasing has
+    (``says_heldout_trigram``): the general words include the held-out phrasings' words, never
+    in their order."""
+    from .rephrase import says_heldout_trigram
+
+    vocabulary, random_word = _random_words(texts, numbers, general, general_share)
     if count and not vocabulary:
         raise SpeedrunError("no words to draw random word sequences from")
     rng = random.Random(seed)
-    return [" ".join(random_word(rng) for _ in range(rng.randint(3, 8))) for _ in range(count)]
+    out = []
+    while len(out) < count:
+        line = " ".join(random_word(rng) for _ in range(rng.randint(3, 8)))
+        if not says_heldout_trigram(line):
+            out.append(line)
+    return out
 
 
-def _random_words(texts: list[str], numbers: int):
+def general_words(count: int) -> list[str]:
+    """The ``count`` most frequent English words that are plain words (letters, at most one
+    apostrophe: "the", "don't"; not "°" or "2"), most frequent first, from the wordfreq
+    package's English list (wordfreq ships its data: nothing is downloaded)."""
+    if count <= 0:
+        return []
+    from wordfreq import top_n_list
+
+    words = [w for w in top_n_list("en", 2 * count) if re.fullmatch(r"[a-z]+(?:'[a-z]+)?", w)]
+    if len(words) < count:
+        raise SpeedrunError(f"wordfreq lists only {len(words)} plain English words among its top {2 * count}")
+    return words[:count]
+
+
+def _random_words(texts: list[str], numbers: int, general: list[str] = (), general_share: float = 0.0):
     """(the words of ``texts``, a function rng -> a random word): a number word (zero to
-    ``numbers``) half the time, else a word of ``texts``."""
+    ``numbers``) half the time, else a word of ``general`` at rate ``general_share`` (when
+    given), else a word of ``texts``."""
     from ..data.synth.sources import number_words
 
     vocabulary = sorted({w for t in texts for w in re.findall(r"[a-z]+(?:'[a-z]+)?", t.lower())})
     digits = [number_words(n) for n in range(numbers + 1)]
-    return vocabulary, lambda rng: rng.choice(digits) if rng.random() < 0.5 else rng.choice(vocabulary)
+    general = list(general)
+
+    def random_word(rng: random.Random) -> str:
+        if rng.random() < 0.5:
+            return rng.choice(digits)
+        if general and rng.random() < general_share:
+            return rng.choice(general)
+        return rng.choice(vocabulary)
+
+    return vocabulary, random_word
 
 
 def spliced_sentences(texts: list[str], count: int, seed: int = 0, substitute: float = 0.15,

@@ -4,6 +4,7 @@
 shipped folder loads and answers."""
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -286,6 +287,31 @@ def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():
     assert len(set(salad)) > 290  # sequences, not the corpus's sentence frames
     with pytest.raises(SpeedrunError, match="no words"):
         word_salad(["?!"], 3)
+
+
+def test_word_salad_draws_general_english_words_at_the_given_share_and_never_a_held_out_trigram():
+    from qinyu.nano.rephrase import says_heldout_trigram
+    from qinyu.nano.speedrun import general_words, word_salad
+
+    general = general_words(3000)
+    assert len(general) == 3000 and general[:3] == ["the", "to", "and"]  # most frequent first
+    assert all(re.fullmatch(r"[a-z]+(?:'[a-z]+)?", w) for w in general) and "don't" in general
+    assert general_words(0) == []
+    texts = ["Um, can you tell me what two plus three is?", "What's the capital of France?"]
+    corpus = {w for t in texts for w in re.findall(r"[a-z']+", t.lower())}
+    salad = word_salad(texts, 2000, seed=1, general=general, general_share=0.5)
+    assert salad == word_salad(texts, 2000, seed=1, general=general, general_share=0.5)
+    words = [w for line in salad for w in line.split()]
+    assert set(words) <= corpus | NUMBER_WORDS | set(general)
+    others = [w for w in words if w not in NUMBER_WORDS and w not in corpus]  # general words only
+    assert 0.2 < len(others) / len(words) < 0.3  # half of the non-number half (minus overlaps)
+    assert len(set(others)) > 1500  # many different words, not a few
+    assert not any(says_heldout_trigram(line) for line in salad)
+    # the filter: a general list that is one held-out phrasing's words makes it say that phrasing
+    phrase = "could you work out".split()
+    lines = word_salad(["x"], 300, seed=2, general=phrase, general_share=1.0, numbers=0)
+    assert not any("could you work out" in line for line in lines)
+    assert word_salad(texts, 50, seed=1) == word_salad(texts, 50, seed=1, general=[], general_share=0.5)
 
 
 def test_spliced_sentences_join_two_transcripts_and_never_say_a_held_out_trigram():
