@@ -20,10 +20,9 @@ import time
 
 import torch
 
-from qinyu.data.dataset import PackedData, collate_packs
 from qinyu.model import QinYuForConditionalGeneration
 from qinyu.model.loss import hybrid_loss_sums
-from synthetic import nano_setup, spoken_conversations  # bench/synthetic.py (this script's folder)
+from synthetic import nano_setup, nano_stage_batches  # bench/synthetic.py (this script's folder)
 
 
 def steps(model, batches, layout, rows_only: bool) -> tuple[float, list[float]]:
@@ -56,10 +55,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="rounds of both paths, alternating; the best counts")
     args = ap.parse_args()
     tok, layout, _, config = nano_setup()
-    packs = PackedData([(spoken_conversations(600, 0, tok, layout), 1.0)], 1024, seed=0).epoch(0)
-    batches = [collate_packs(packs[i:i + 4], layout.im_end) for i in range(0, 4 * (args.steps + 1), 4)]
-    if len(batches) < args.steps + 1:
-        raise SystemExit(f"only {len(batches)} batches of 4 packs; ask for fewer --steps")
+    batches = nano_stage_batches(args.steps, tok, layout)
     positions = sum(b["labels"][:, 1:].numel() for b in batches)
     text = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     audio = sum(int((b["audio_labels"][:, 1:, 1:] != -100).any(-1).sum()) for b in batches)

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qinyu.data.dataset import PackedData, collate_packs
 from qinyu.model import QinYuForConditionalGeneration
 from qinyu.model.loss import hybrid_loss_sums
-from synthetic import nano_setup, spoken_conversations  # bench/synthetic.py (this script's folder)
+from synthetic import nano_setup, nano_stage_batches  # bench/synthetic.py (this script's folder)
 
 
 def autocast(dtype: str):
@@ -78,11 +77,7 @@ def main():
     ap.add_argument("--ctc-steps", type=int, default=20, help="timed CTC steps (one more is the warm-up)")
     args = ap.parse_args()
     tok, layout, classes, config = nano_setup()
-
-    packs = PackedData([(spoken_conversations(600, 0, tok, layout), 1.0)], 1024, seed=0).epoch(0)
-    batches = [collate_packs(packs[i:i + 4], layout.im_end) for i in range(0, 4 * (args.steps + 1), 4)]
-    if len(batches) < args.steps + 1:
-        raise SystemExit(f"only {len(batches)} batches of 4 packs; ask for fewer --steps")
+    batches = nano_stage_batches(args.steps, tok, layout)
     rng = np.random.default_rng(1)
     ctc = []
     for _ in range(args.ctc_steps + 1):

@@ -1,7 +1,8 @@
 """Synthetic spoken conversations for the training benchmarks (bench/train.py,
-bench/precision.py): random reply texts, random user-speech features and codec codes of
-random lengths, rendered as training renders them. Shapes, not meaning. Also the nano
-preset over a small BPE of the same words (bench/precision.py, bench/ctc_batching.py)."""
+bench/precision.py, bench/loss_rows.py): random reply texts, random user-speech features and
+codec codes of random lengths, rendered as training renders them. Shapes, not meaning. Also
+the nano preset over a small BPE of the same words (bench/precision.py, bench/ctc_batching.py,
+bench/loss_rows.py) and batches of packs of them as the speedrun's stages take them."""
 
 from __future__ import annotations
 
@@ -38,3 +39,15 @@ def spoken_conversations(n: int, seed: int, tokenizer, layout) -> list[Item]:
         items.append(Item(seq, [rng.standard_normal((user, 560)).astype(np.float32)],
                           [rng.standard_normal(192).astype(np.float32) for _ in range(2)]))
     return items
+
+
+def nano_stage_batches(steps: int, tokenizer, layout) -> list[dict]:
+    """``steps`` + 1 batches of 4 packs of 1,024 tokens (a speedrun stage step; the first is a
+    warm-up) of ``spoken_conversations``; exits when there are not enough."""
+    from qinyu.data.dataset import PackedData, collate_packs
+
+    packs = PackedData([(spoken_conversations(600, 0, tokenizer, layout), 1.0)], 1024, seed=0).epoch(0)
+    batches = [collate_packs(packs[i:i + 4], layout.im_end) for i in range(0, 4 * (steps + 1), 4)]
+    if len(batches) < steps + 1:
+        raise SystemExit(f"only {len(batches)} batches of 4 packs; ask for fewer --steps")
+    return batches

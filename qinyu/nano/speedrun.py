@@ -729,10 +729,14 @@ def word_salad(texts: list[str], count: int, seed: int = 0, numbers: int = 20, g
         raise SpeedrunError("no words to draw random word sequences from")
     rng = random.Random(seed)
     out = []
-    while len(out) < count:
+    for _ in range(20 * count):
+        if len(out) == count:
+            break
         line = " ".join(random_word(rng) for _ in range(rng.randint(3, 8)))
         if not says_heldout_trigram(line):
             out.append(line)
+    if len(out) < count:
+        raise SpeedrunError(f"only {len(out)} of {count} random word sequences avoid the held-out phrasings")
     return out
 
 

@@ -289,7 +289,7 @@ def test_word_salad_draws_number_words_and_the_transcripts_words_at_random():
         word_salad(["?!"], 3)
 
 
-def test_word_salad_draws_general_english_words_at_the_given_share_and_never_a_held_out_trigram():
+def test_word_salad_draws_general_english_words_at_the_given_share_and_never_a_held_out_trigram(monkeypatch):
     from qinyu.nano.rephrase import says_heldout_trigram
     from qinyu.nano.speedrun import general_words, word_salad
 
@@ -312,6 +312,9 @@ def test_word_salad_draws_general_english_words_at_the_given_share_and_never_a_h
     lines = word_salad(["x"], 300, seed=2, general=phrase, general_share=1.0, numbers=0)
     assert not any("could you work out" in line for line in lines)
     assert word_salad(texts, 50, seed=1) == word_salad(texts, 50, seed=1, general=[], general_share=0.5)
+    monkeypatch.setattr("qinyu.nano.rephrase.says_heldout_trigram", lambda text: True)  # every draw rejected
+    with pytest.raises(SpeedrunError, match="only 0 of 5 random word sequences avoid the held-out phrasings"):
+        word_salad(texts, 5, seed=1)
 
 
 def test_spliced_sentences_join_two_transcripts_and_never_say_a_held_out_trigram():
