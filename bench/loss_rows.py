@@ -16,37 +16,10 @@ Usage: python bench/loss_rows.py [--steps 8] [--rounds 2]
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from qinyu.model import QinYuForConditionalGeneration
-from qinyu.model.loss import hybrid_loss_sums
-from synthetic import nano_setup, nano_stage_batches  # bench/synthetic.py (this script's folder)
-
-
-def steps(model, batches, layout, rows_only: bool) -> tuple[float, list[float]]:
-    """(real tokens per second over batches[1:], the loss of every step)."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    tokens, start, losses = 0, None, []
-    for i, b in enumerate(batches):
-        if i == 1:
-            start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            if rows_only:
-                sums = model(**{k: v for k, v in b.items() if k != "num_tokens"}, return_loss_sums=True).loss_sums
-            else:
-                logits = model(**{k: v for k, v in b.items() if k not in ("labels", "audio_labels", "num_tokens")}
-                               ).logits
-        if not rows_only:
-            sums = hybrid_loss_sums(logits.float(), b["labels"], b["audio_labels"], layout.first_audio_token_id)
-        loss = sums.text_sum / max(sums.text_count, 1) + sums.audio_sums.mean() / max(sums.audio_count, 1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        tokens += b["num_tokens"] if i else 0
-    return tokens / (time.perf_counter() - start), losses
+from synthetic import nano_setup, nano_stage_batches, nano_stage_model, stage_steps  # bench/synthetic.py
 
 
 def main():
@@ -65,12 +38,7 @@ def main():
     best = {}
     for round_ in range(args.rounds):  # alternating, best of the rounds: the machine's speed drifts
         for name, rows_only in (("full logits", False), ("loss rows", True)):
-            torch.manual_seed(0)
-            model = QinYuForConditionalGeneration(config).train()
-            for p in model.model.audio_model.parameters():  # stages 1 and 2 keep the encoder frozen
-                p.requires_grad_(False)
-            model.model.audio_model.eval()
-            speed, losses = steps(model, batches, layout, rows_only)
+            speed, losses = stage_steps(nano_stage_model(config), batches, layout, bf16=True, rows_only=rows_only)
             if name not in best or speed > best[name][0]:
                 best[name] = (speed, losses)
     rows = [(name, *v) for name, v in best.items()]

@@ -25,31 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from qinyu.model import QinYuForConditionalGeneration
-from qinyu.model.loss import hybrid_loss_sums
-from synthetic import nano_setup, nano_stage_batches  # bench/synthetic.py (this script's folder)
+from synthetic import nano_setup, nano_stage_batches, nano_stage_model, stage_steps  # bench/synthetic.py
 
 
 def autocast(dtype: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
-
-
-def slm_steps(model, batches, layout, dtype: str) -> tuple[float, float]:
-    """(real tokens per second over batches[1:], last loss)."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    tokens, start, loss = 0, None, None
-    for i, b in enumerate(batches):
-        if i == 1:
-            start = time.perf_counter()
-        inputs = {k: v for k, v in b.items() if k not in ("labels", "audio_labels", "num_tokens")}
-        with autocast(dtype):
-            logits = model(**inputs).logits
-        sums = hybrid_loss_sums(logits.float(), b["labels"], b["audio_labels"], layout.first_audio_token_id)
-        loss = sums.text_sum / max(sums.text_count, 1) + sums.audio_sums.mean() / max(sums.audio_count, 1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        tokens += b["num_tokens"] if i else 0
-    return tokens / (time.perf_counter() - start), loss.item()
 
 
 def ctc_steps(encoder, batches, classes: int, dtype: str) -> tuple[float, float]:
@@ -91,12 +71,8 @@ def main():
           f"tokens; CTC: {len(ctc) - 1} timed batches of 32 utterances")
     rows = []
     for dtype in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        model = QinYuForConditionalGeneration(config).train()
-        for p in model.model.audio_model.parameters():  # stages 1 and 2 keep the encoder frozen
-            p.requires_grad_(False)
-        model.model.audio_model.eval()
-        slm, slm_loss = slm_steps(model, batches, layout, dtype)
+        slm, slm_losses = stage_steps(nano_stage_model(config), batches, layout, bf16=dtype == "bf16")
+        slm_loss = slm_losses[-1]
         torch.manual_seed(0)
         encoder = QinYuForConditionalGeneration(config).audio_encoder.train()
         utts, ctc_loss = ctc_steps(encoder, ctc, classes, dtype)

@@ -6,7 +6,11 @@ bench/loss_rows.py) and batches of packs of them as the speedrun's stages take t
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
+
 import numpy as np
+import torch
 
 from qinyu.data.dataset import Item
 from qinyu.layout import AssistantSpeech, TokenLayout, UserSpeech, bpe_tokenizer, render, with_voice_prompt
@@ -51,3 +55,44 @@ def nano_stage_batches(steps: int, tokenizer, layout) -> list[dict]:
     if len(batches) < steps + 1:
         raise SystemExit(f"only {len(batches)} batches of 4 packs; ask for fewer --steps")
     return batches
+
+
+def nano_stage_model(config):
+    """A fresh nano model (seed 0) as stages 1 and 2 train it: the audio encoder frozen, in eval mode."""
+    from qinyu.model import QinYuForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = QinYuForConditionalGeneration(config).train()
+    for p in model.model.audio_model.parameters():
+        p.requires_grad_(False)
+    model.model.audio_model.eval()
+    return model
+
+
+def stage_steps(model, batches, layout, bf16: bool, rows_only: bool = False) -> tuple[float, list[float]]:
+    """Train ``model`` on ``batches`` (AdamW, lr 1e-3): (real tokens per second over batches[1:],
+    the first being a warm-up; the loss of every step). The loss is the hybrid loss's, from
+    the full logits (``hybrid_loss_sums``) or, with ``rows_only``, from the logits of the rows
+    it reads (``forward(..., return_loss_sums=True)``)."""
+    from qinyu.model.loss import hybrid_loss_sums
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    tokens, start, losses = 0, None, []
+    for i, b in enumerate(batches):
+        if i == 1:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            if rows_only:
+                sums = model(**{k: v for k, v in b.items() if k != "num_tokens"}, return_loss_sums=True).loss_sums
+            else:
+                logits = model(**{k: v for k, v in b.items() if k not in ("labels", "audio_labels", "num_tokens")}
+                               ).logits
+        if not rows_only:
+            sums = hybrid_loss_sums(logits.float(), b["labels"], b["audio_labels"], layout.first_audio_token_id)
+        loss = sums.text_sum / max(sums.text_count, 1) + sums.audio_sums.mean() / max(sums.audio_count, 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        tokens += b["num_tokens"] if i else 0
+    return tokens / (time.perf_counter() - start), losses
