@@ -61,6 +61,8 @@ AUDIO_TAG = "<|audio|>"
 ASR_PROMPT = "Convert the speech to text.\n" + AUDIO_TAG  # as qinyu.layout (kept import-light)
 TTS_PROMPT = "Convert the text to speech.\n{text}"
 PIPELINES = ("conversation", "roleplay", "singing")
+# a job made from the pipelines' output: every train QA reply read again in a role-play voice
+CHARACTER_TTS = "character_tts"
 
 # ======================================================================================
 # the split rules
@@ -613,6 +615,49 @@ class NanoSinging(SingingPipeline):
         return out
 
 
+class NanoCharacterTTS:
+    """TTS pairs in the role-play voices: every train QA reply (made by the conversation job)
+    read again, plainly, by one of the eight characters (drawn from the reply's sample id, so an
+    item keeps its voice at every scale), about 65 replies per voice.
+
+    Why: each character's own train speech is its ~45 role-play lines, each said in that voice
+    only, so what a line says and which voice says it go together; the same reply texts are also
+    TTS pairs in the assistant's voice. Read by another voice, a text tells the LM nothing about
+    the voice: only the voice vector does (docs/nano.md, "Role-play voices")."""
+
+    name = CHARACTER_TTS
+
+    def __init__(self, tts, conversation: Path):
+        self.tts = tts
+        self.conversation = Path(conversation)  # the conversation job's folder
+
+    def config(self) -> dict:
+        return {"tts": self.tts.describe(), "voices": list(ROLEPLAY_VOICES)}
+
+    def replies(self) -> list[tuple[str, str]]:
+        """(sample id, reply text) of every train QA sample the conversation job made."""
+        path = self.conversation / "samples.jsonl"
+        return sorted((s["id"], s["messages"][-1]["content"].replace(AUDIO_TAG, "").strip())
+                      for s in (read_jsonl(path) if path.is_file() else [])
+                      if s["meta"]["nano"]["split"] == "train" and s["meta"]["nano"]["kind"] == "qa")
+
+    def items(self) -> list[Item]:
+        voices = [(source, text, _pick(ROLEPLAY_VOICES, source, 0)) for source, text in self.replies()]
+        return [Item(f"{source}-{voice}", {"source": source, "text": text, "voice": voice})
+                for source, text, voice in voices]
+
+    def make(self, item: Item, out) -> list[dict]:
+        text, voice = item.spec["text"], item.spec["voice"]
+        wav, sr = self.tts.synthesize(text, CHARACTERS_BY_KEY[voice].voice())
+        return [{"id": item.id, "task": "tts",
+                 "messages": [{"role": "user", "content": TTS_PROMPT.format(text=text)},
+                              {"role": "assistant", "content": text + AUDIO_TAG}],
+                 "audios": [out.save_wav("speech", wav, sr)],
+                 "meta": {"voice": voice, "transcripts": [text],
+                          "nano": {"split": "train", "kind": CHARACTER_TTS, "source": item.spec["source"],
+                                   "user_voices": []}}}]
+
+
 # ======================================================================================
 # the build
 # ======================================================================================
@@ -664,7 +709,9 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
     plan = plans(seed, scale)
     pipelines = {"conversation": NanoConversation(llm, tts, plan["conversation"]),
                  "roleplay": NanoRoleplay(llm, tts, plan["roleplay"]),
-                 "singing": NanoSinging(llm, tts, plan["singing"])}
+                 "singing": NanoSinging(llm, tts, plan["singing"]),
+                 # last: it reads the replies the conversation job made
+                 CHARACTER_TTS: NanoCharacterTTS(tts, out / "conversation")}
     for name, pipeline in pipelines.items():
         job = run_job(pipeline, out / name, progress=progress)
         summary.failures += [(name, item_id, error) for item_id, error in job.failures]
@@ -749,7 +796,7 @@ def merge(out) -> tuple[list[dict], list[dict], list[dict]]:
     out = Path(out)
     train, heldout, meta = [], [], []
     asr_done = set()
-    for name in PIPELINES:
+    for name in (*PIPELINES, CHARACTER_TTS):
         path = out / name / "samples.jsonl"
         if not path.is_file():
             continue

@@ -53,6 +53,10 @@ class SpeedrunConfig:
                                                           "block_layers": [4, 6, 4]})
     speaker_steps: int = 250
     speaker_codec_share: float = 0.5  # this share of the assistant-side clips is added again through the codec
+    # bf16 autocast for CAM++'s training steps and for the encoder step's speaker vectors of its
+    # re-spoken requests (2.2x and 2.6x fp32 on these 2 cores); prepare and the evaluation embed in
+    # fp32 (docs/nano.md, "A faster CAM++")
+    speaker_dtype: str = "bf16"
     cmvn_files: int = 400
     timbre_config: dict = field(default_factory=lambda: {"hidden": 128, "filter_channels": 256, "blocks": 2,
                                                          "heads": 2})
@@ -217,9 +221,16 @@ class Speedrun:
         return {"counts": summary.counts, "hours": summary.hours}
 
     def assistant_audio(self) -> list[tuple[Path, dict]]:
-        """(wav path, sample) of every assistant audio of the train split, once each."""
+        """(wav path, sample) of every assistant audio of the train split, once each, but for
+        the character TTS pairs: the codec and CAM++ are fitted on the voices' own speech
+        (role-play lines), and the QA replies read again in those voices would make both steps
+        slower without a voice they have not heard."""
+        from .corpus import CHARACTER_TTS
+
         seen, out = set(), []
         for s in self.train_samples():
+            if s["meta"].get("nano", {}).get("kind") == CHARACTER_TTS:
+                continue
             roles = [m["role"] for m in s["messages"] for _ in range(m["content"].count("<|audio|>"))]
             for role, rel in zip(roles, s["audios"]):
                 if role == "assistant" and rel not in seen:
@@ -281,7 +292,8 @@ class Speedrun:
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
 
         encoder = train_speaker_encoder(clips, CAMPPlusConfig.from_dict(self.config.speaker_config),
-                                        steps=self.config.speaker_steps, seed=self.config.seed, progress=progress)
+                                        steps=self.config.speaker_steps, seed=self.config.seed,
+                                        dtype=self.config.speaker_dtype, progress=progress)
         bar.close()
         encoder.save(self.out / "speaker_encoder")
         return {"clips": len(clips), "speakers": len({c[2] for c in clips})}
@@ -484,7 +496,8 @@ class Speedrun:
             feats = front_end(wav, 16000)
             pairs.append((feats, text))
             np.save(extra_dir / f"request-{k:05d}.npy", feats)
-            np.save(extra_dir / f"request-{k:05d}-speaker.npy", speaker.embed(wav, 16000).astype(np.float32))
+            vector = speaker.embed(wav, 16000, dtype=self.config.speaker_dtype)
+            np.save(extra_dir / f"request-{k:05d}-speaker.npy", vector.astype(np.float32))
             user = {"role": "user", "source": None, "features": f"cache/extra/request-{k:05d}.npy",
                     "frames": len(feats), "speaker": f"cache/extra/request-{k:05d}-speaker.npy"}
             meta = {**sample.get("meta", {}), "transcripts": [text, *sample["meta"]["transcripts"][1:]]}

@@ -351,15 +351,20 @@ class SpeakerEncoder:
         return np.stack([campplus_fbank(c, SAMPLE_RATE, self.config.feat_dim) for c in chunks])
 
     @torch.inference_mode()
-    def embed_features(self, features) -> np.ndarray:
-        """[B, T, 80] features -> [B, 192] embeddings, as one batch."""
+    def embed_features(self, features, dtype: str = "fp32") -> np.ndarray:
+        """[B, T, 80] features -> [B, 192] embeddings, as one batch. ``dtype`` "bf16" runs
+        the network under bf16 autocast (2.6x faster on CPUs with AVX-512 BF16; for bulk
+        embedding of training inputs, not for judging)."""
+        if dtype not in ("fp32", "bf16"):
+            raise SpeakerEncoderError(f"dtype must be fp32 or bf16, got {dtype!r}")
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
-        return self.model(x).float().cpu().numpy()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            return self.model(x).float().cpu().numpy()
 
-    def embed(self, wav, sample_rate: int) -> np.ndarray:
+    def embed(self, wav, sample_rate: int, dtype: str = "fp32") -> np.ndarray:
         """VITA-QinYu's ``extract_speaker_embedding``: the mean of the chunk embeddings,
         not L2-normalised."""
-        return self.embed_features(self.chunk_features(wav, sample_rate)).mean(axis=0)
+        return self.embed_features(self.chunk_features(wav, sample_rate), dtype=dtype).mean(axis=0)
 
     # -- loading and saving ----------------------------------------------------------
     @classmethod

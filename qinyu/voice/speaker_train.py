@@ -68,14 +68,20 @@ def train_speaker_encoder(
     margin: float = 0.2,
     scale: float = 30.0,
     weight_decay: float = 1e-4,
+    dtype: str = "fp32",
     progress: Callable[[int, int, float, float], None] | None = None,
 ) -> SpeakerEncoder:
     """Train CAM++ from scratch on ``clips`` = [(waveform, sample_rate, speaker_label), ...].
 
     ``config`` defaults to the official size. ``crop_frames`` is the training window in
     10 ms fbank frames. ``progress(step, steps, loss, batch_accuracy)`` is called after
-    every step. The learning rate decays along a cosine to zero by the last step."""
+    every step. The learning rate decays along a cosine to zero by the last step.
+    ``dtype`` "bf16" runs CAM++ under bf16 autocast (the margin head and its loss stay fp32;
+    the weights stay fp32): on 2 CPU cores with AVX-512 BF16 a step of 32 x 200 frames of the
+    nano configuration took 0.50 s against 1.11 s."""
     config = config or CAMPPlusConfig()
+    if dtype not in ("fp32", "bf16"):
+        raise SpeakerEncoderError(f"dtype must be fp32 or bf16, got {dtype!r}")
     if steps < 1:
         raise SpeakerEncoderError(f"steps must be >= 1, got {steps}")
     if batch_size < 2:
@@ -111,7 +117,9 @@ def train_speaker_encoder(
         clip_ids = rng.integers(0, len(features), batch_size)
         x = torch.from_numpy(random_crops(features, clip_ids, crop_frames, rng))
         y = torch.from_numpy(labels[clip_ids])
-        loss, cosine = head(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            embeddings = model(x)
+        loss, cosine = head(embeddings.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -48,6 +48,23 @@ def test_files_pass_the_schema_and_hold_every_kind(tiny_corpus):
     assert set(nc.ROLEPLAY_VOICES) <= set(voices) and all(len(v["clips"]) == 3 for v in voices.values())
 
 
+def test_every_train_reply_is_read_again_in_a_role_play_voice(tiny_corpus):
+    train = nc.read_jsonl(tiny_corpus / "train.jsonl")
+    replies = {s["id"]: s["messages"][-1]["content"] for s in train
+               if s["task"] == "chat" and s["meta"]["nano"]["kind"] == "qa"}
+    read = [s for s in train if s["meta"]["nano"]["kind"] == nc.CHARACTER_TTS]
+    assert replies and sorted(s["meta"]["nano"]["source"] for s in read) == sorted(replies)
+    for s in read:
+        assert s["task"] == "tts" and s["meta"]["voice"] in nc.ROLEPLAY_VOICES
+        assert s["messages"][0]["content"] == nc.TTS_PROMPT.format(text=s["meta"]["transcripts"][0])
+        assert s["messages"][1]["content"] == replies[s["meta"]["nano"]["source"]]
+        assert s["audios"][0].startswith(f"{nc.CHARACTER_TTS}/") and (tiny_corpus / s["audios"][0]).is_file()
+    # the plain TTS pair of the same reply is in the assistant's voice: only the voice vector differs
+    plain = {s["meta"]["nano"]["source"]: s["meta"]["voice"] for s in train
+             if s["task"] == "tts" and s["meta"]["nano"]["kind"] == "tts"}
+    assert set(plain) == set(replies) and not set(plain.values()) & set(nc.ROLEPLAY_VOICES)
+
+
 def test_the_held_out_rules_hold_in_the_written_files(tiny_corpus, tmp_path):
     assert nc.check_split(tiny_corpus) == []
     # the check does catch a leak: a train sample spoken by a held-out voice, a held-out paraphrase
@@ -145,6 +162,6 @@ def test_a_second_build_reuses_the_audio(tiny_corpus):
     assert summary.ok and summary.seconds < 10
     assert {p: p.stat().st_mtime_ns for p in tiny_corpus.rglob("*.wav")} == wavs
     assert (tiny_corpus / "train.jsonl").read_text() == before
-    for name in nc.PIPELINES:
+    for name in (*nc.PIPELINES, nc.CHARACTER_TTS):
         run = json.loads((tiny_corpus / name / "manifest.json").read_text())["runs"][-1]
         assert run["made"] == 0 and run["already_done"] == run["selected"] > 0

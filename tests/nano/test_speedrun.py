@@ -66,6 +66,12 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     voiced = [s for s in run.prepared_samples() if s["meta"].get("voice")]
     assert voiced and all(s["voice"] == f"voices/{s['meta']['voice']}.npy" for s in voiced)
     shipped_voice = np.load(ck / "voices" / "assistant-en.npy")
+    # the QA replies read again by the characters: TTS samples in the character's voice vector,
+    # left out of the codec's and CAM++'s fits
+    read = [s for s in run.prepared_samples() if s["meta"]["nano"]["kind"] == "character_tts"]
+    assert read and all(s["task"] == "tts" and s["voice"] == f"voices/{s['meta']['voice']}.npy" for s in read)
+    fitted = run.assistant_audio()
+    assert fitted and all(s["meta"]["nano"]["kind"] != "character_tts" for _, s in fitted)
     # the encoder step's re-spoken requests keep their sample's answer and get new user speech
     from qinyu.data.dataset import read_prepared
 
