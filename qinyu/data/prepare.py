@@ -64,7 +64,7 @@ import numpy as np
 
 from .schema import Problem, audio_roles, check_sample, read_jsonl
 
-CONFIG_KEYS = ("inputs", "output", "codec", "speaker_encoder", "cmvn", "voices", "workers")
+CONFIG_KEYS = ("inputs", "output", "codec", "speaker_encoder", "cmvn", "voices", "workers", "speaker_dtype")
 # Bump a version when the computation of its kind changes, so old cache entries are not reused.
 KIND_VERSIONS = {"codes": "codes/1", "features": "features/1 sensevoice lfr7/6 mel80", "speaker": "speaker/1 vita"}
 
@@ -85,11 +85,12 @@ class PrepareConfig:
     cmvn: Path | None = None
     voices: Path | None = None
     workers: int = 1
+    speaker_dtype: str = "fp32"  # "bf16": CAM++ under bf16 autocast (2.6x on CPUs with AVX-512 BF16)
 
     def to_json(self) -> dict:
         return {"inputs": [str(p) for p in self.inputs], "output": str(self.output), "codec": str(self.codec),
                 "speaker_encoder": _str_or_none(self.speaker_encoder), "cmvn": _str_or_none(self.cmvn),
-                "voices": _str_or_none(self.voices), "workers": self.workers}
+                "voices": _str_or_none(self.voices), "workers": self.workers, "speaker_dtype": self.speaker_dtype}
 
 
 def _str_or_none(p) -> str | None:
@@ -158,9 +159,13 @@ def load_config(config, base=None) -> PrepareConfig:
     workers = config.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"{where}: 'workers' must be a positive integer, got {workers!r}")
+    speaker_dtype = config.get("speaker_dtype", "fp32")
+    if speaker_dtype not in ("fp32", "bf16"):
+        raise ConfigError(f"{where}: 'speaker_dtype' must be fp32 or bf16, got {speaker_dtype!r}")
     return PrepareConfig(inputs=input_paths, output=path_of("output", True, must_exist=False),
                          codec=path_of("codec", True), speaker_encoder=path_of("speaker_encoder", False),
-                         cmvn=path_of("cmvn", False), voices=path_of("voices", False), workers=workers)
+                         cmvn=path_of("cmvn", False), voices=path_of("voices", False), workers=workers,
+                         speaker_dtype=speaker_dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -181,7 +186,8 @@ def _load_models(spec: dict) -> dict:
 
     return {"codec": load_codec(spec["codec"]),
             "frontend": SenseVoiceFrontEnd.from_mvn(spec["cmvn"]) if spec["cmvn"] else SenseVoiceFrontEnd(),
-            "speaker": _load_speaker_encoder(Path(spec["speaker_encoder"])) if spec["speaker_encoder"] else None}
+            "speaker": _load_speaker_encoder(Path(spec["speaker_encoder"])) if spec["speaker_encoder"] else None,
+            "speaker_dtype": spec.get("speaker_dtype", "fp32")}
 
 
 def _head_tail_digest(path: Path, block: int = 1 << 20) -> str:
@@ -280,7 +286,7 @@ def _compute(models: dict, kind: str, wav: np.ndarray, sr: int) -> np.ndarray:
             raise ValueError(f"{len(wav) / sr * 1000:.1f} ms of audio is too short for one feature frame (25 ms)")
         return feats.astype(np.float32)
     if kind == "speaker":
-        return np.asarray(models["speaker"].embed(wav, sr), dtype=np.float32)
+        return np.asarray(models["speaker"].embed(wav, sr, dtype=models["speaker_dtype"]), dtype=np.float32)
     raise ValueError(f"unknown cache kind {kind!r}")
 
 
@@ -481,7 +487,7 @@ def prepare(config, base=None) -> PrepareReport:
     see the module docstring. Raises ConfigError for a config that cannot run."""
     cfg = load_config(config, base)
     spec = {"codec": str(cfg.codec), "cmvn": _str_or_none(cfg.cmvn),
-            "speaker_encoder": _str_or_none(cfg.speaker_encoder)}
+            "speaker_encoder": _str_or_none(cfg.speaker_encoder), "speaker_dtype": cfg.speaker_dtype}
     try:  # fail on a bad model here, once, with its own message, rather than in every worker
         models = _load_models(spec)
     except Exception as e:
@@ -493,7 +499,9 @@ def prepare(config, base=None) -> PrepareReport:
     voices = _VoiceTable(cfg.voices)
     fingerprints = {"codes": _fingerprint(cfg.codec, label=KIND_VERSIONS["codes"]),
                     "features": _fingerprint(cfg.cmvn, label=KIND_VERSIONS["features"]),
-                    "speaker": _fingerprint(cfg.speaker_encoder, label=KIND_VERSIONS["speaker"])}
+                    # vectors made under bf16 are cached apart from fp32 ones
+                    "speaker": _fingerprint(cfg.speaker_encoder, label=KIND_VERSIONS["speaker"] +
+                                            ("" if cfg.speaker_dtype == "fp32" else f" {cfg.speaker_dtype}"))}
 
     out = cfg.output
     for kind in ("codes", "features", "speaker", "voice"):

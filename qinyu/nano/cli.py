@@ -1,7 +1,7 @@
 """``qinyu speedrun``, ``qinyu data nano-corpus`` and ``qinyu eval nano``.
 
     qinyu speedrun [--out DIR] [--from STEP] [--stop-after STEP] [--ship DIR] [--quiet]
-    qinyu data nano-corpus [--out DIR] [--scale S] [--seed N] [--quiet]
+    qinyu data nano-corpus [--out DIR] [--scale S] [--seed N] [--character-tts] [--quiet]
     qinyu eval nano --model DIR [--corpus DIR] --report OUT.md [--limit N] [--timbre DIR]
                     [--max-steps N] [--batch N] [--device D] [--save-audio] [--quiet]
 
@@ -76,6 +76,8 @@ def add_corpus_parser(dsub) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="size: multiplies the train items (default 1.0: about "
                    "2,500 samples, 1.8 h of audio); below 1 also shrinks the held-out split")
     p.add_argument("--seed", type=int, default=0, help="seed of the plan and of the template backend")
+    p.add_argument("--character-tts", action="store_true", help="also read every train QA reply in one of the "
+                   "role-play voices, as TTS pairs in that voice (docs/nano.md; off in the speedrun)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_nano_corpus)
 
@@ -105,7 +107,8 @@ def cmd_nano_corpus(args) -> int:
     from .corpus import build_corpus
 
     try:
-        summary = build_corpus(args.out, seed=args.seed, scale=args.scale, progress=not args.quiet)
+        summary = build_corpus(args.out, seed=args.seed, scale=args.scale, progress=not args.quiet,
+                               character_tts=args.character_tts)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,7 +61,8 @@ AUDIO_TAG = "<|audio|>"
 ASR_PROMPT = "Convert the speech to text.\n" + AUDIO_TAG  # as qinyu.layout (kept import-light)
 TTS_PROMPT = "Convert the text to speech.\n{text}"
 PIPELINES = ("conversation", "roleplay", "singing")
-# a job made from the pipelines' output: every train QA reply read again in a role-play voice
+# an optional job made from the pipelines' output (``build_corpus(character_tts=True)``, off by
+# default: measured in run O, docs/nano.md): every train QA reply read again in a role-play voice
 CHARACTER_TTS = "character_tts"
 
 # ======================================================================================
@@ -692,7 +693,8 @@ def plans(seed: int = 0, scale: float = 1.0) -> dict[str, list[Item]]:
             "singing": singing_plan(seed, scale)}
 
 
-def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress: bool = True) -> CorpusSummary:
+def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress: bool = True,
+                 character_tts: bool = False) -> CorpusSummary:
     """Synthesise (or finish) the nano corpus in ``out`` and write the split files.
 
     Resumable: each pipeline is a job (``qinyu.data.synth.job``), so finished items keep
@@ -709,9 +711,9 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
     plan = plans(seed, scale)
     pipelines = {"conversation": NanoConversation(llm, tts, plan["conversation"]),
                  "roleplay": NanoRoleplay(llm, tts, plan["roleplay"]),
-                 "singing": NanoSinging(llm, tts, plan["singing"]),
-                 # last: it reads the replies the conversation job made
-                 CHARACTER_TTS: NanoCharacterTTS(tts, out / "conversation")}
+                 "singing": NanoSinging(llm, tts, plan["singing"])}
+    if character_tts:  # last: it reads the replies the conversation job made
+        pipelines[CHARACTER_TTS] = NanoCharacterTTS(tts, out / "conversation")
     for name, pipeline in pipelines.items():
         job = run_job(pipeline, out / name, progress=progress)
         summary.failures += [(name, item_id, error) for item_id, error in job.failures]
@@ -720,7 +722,7 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
         seen = {i for _, i, _ in summary.failures}
         summary.failures += [(name, f["id"], f["error"]) for f in manifest.get("failed", []) if f["id"] not in seen]
     voices = write_reference_voices(out, tts)
-    train, heldout, meta = merge(out)
+    train, heldout, meta = merge(out, character_tts=character_tts)
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout), ("heldout_meta.jsonl", meta)):
         write_jsonl(out / name, rows)
     for name in ("train.jsonl", "heldout.jsonl"):
@@ -787,16 +789,17 @@ def _asr(sample_id: str, path: str, text: str, nano: dict) -> dict:
             "audios": [path], "meta": {"transcripts": [text], "nano": nano}}
 
 
-def merge(out) -> tuple[list[dict], list[dict], list[dict]]:
+def merge(out, character_tts: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
     """(train samples, held-out samples, held-out meta) from the three jobs' samples.
 
     Audio paths become relative to ``out``. Derived samples: an ASR pair for every user
     utterance (train: all pipelines; held-out: QA questions and song requests) and a TTS
-    pair for every spoken QA answer (train)."""
+    pair for every spoken QA answer (train); with ``character_tts``, the character TTS job's samples
+    as they are."""
     out = Path(out)
     train, heldout, meta = [], [], []
     asr_done = set()
-    for name in (*PIPELINES, CHARACTER_TTS):
+    for name in (*PIPELINES, CHARACTER_TTS) if character_tts else PIPELINES:
         path = out / name / "samples.jsonl"
         if not path.is_file():
             continue

@@ -43,6 +43,11 @@ class SpeedrunError(RuntimeError):
 class SpeedrunConfig:
     seed: int = 0
     corpus_scale: float = 1.0
+    # measured and left off (run O: role-play nearest voice 41.7 % against run N's 52.1; TTS prompts
+    # in the characters' own vectors 52.1 % against run K's 45.8): every train QA reply read again by
+    # one of the eight role-play voices as a TTS pair in that voice (``NanoCharacterTTS``), so a text
+    # says nothing about the voice reading it; 55 s more over the corpus and prepare steps
+    corpus_character_tts: bool = False
     codec_iterations: int = 8
     bpe_vocab: int = 512
     # the number words 0..20 as one token each, as Qwen3's vocabulary has them: trained on the corpus
@@ -53,9 +58,9 @@ class SpeedrunConfig:
                                                           "block_layers": [4, 6, 4]})
     speaker_steps: int = 250
     speaker_codec_share: float = 0.5  # this share of the assistant-side clips is added again through the codec
-    # bf16 autocast for CAM++'s training steps and for the encoder step's speaker vectors of its
-    # re-spoken requests (2.2x and 2.6x fp32 on these 2 cores); prepare and the evaluation embed in
-    # fp32 (docs/nano.md, "A faster CAM++")
+    # bf16 autocast for CAM++'s training steps and for the speaker vectors of prepare and of the
+    # encoder step's re-spoken requests (2.2x and 2.6x fp32 on these 2 cores; a vector's cosine to
+    # its fp32 one 0.9996); the evaluation, CAM++ as the judge, embeds in fp32 (docs/nano.md)
     speaker_dtype: str = "bf16"
     cmvn_files: int = 400
     timbre_config: dict = field(default_factory=lambda: {"hidden": 128, "filter_channels": 256, "blocks": 2,
@@ -214,7 +219,7 @@ class Speedrun:
         from .corpus import build_corpus
 
         summary = build_corpus(self.corpus, seed=self.config.seed, scale=self.config.corpus_scale,
-                               progress=self.progress)
+                               progress=self.progress, character_tts=self.config.corpus_character_tts)
         if not summary.ok:
             raise SpeedrunError(f"the corpus has {len(summary.failures)} failed item(s) and "
                                 f"{len(summary.problems)} problem(s); run again to fill the gaps")
@@ -317,7 +322,7 @@ class Speedrun:
 
         report = prepare({"inputs": [str(self.corpus / "train.jsonl")], "output": str(self.out / "prepared"),
                           "codec": str(self.out / "codec"), "speaker_encoder": str(self.out / "speaker_encoder"),
-                          "cmvn": str(self.out / "am.mvn"), "workers": 2})
+                          "cmvn": str(self.out / "am.mvn"), "workers": 2, "speaker_dtype": self.config.speaker_dtype})
         if report.skipped:
             raise SpeedrunError(f"prepare skipped {report.skipped} sample(s): {report.problems()[:5]}")
         voices = self._one_vector_per_voice()

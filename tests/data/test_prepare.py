@@ -263,6 +263,22 @@ def test_identical_audio_once_and_rerun_computes_nothing(corpus, tmp_path):
     assert (out / "dupes.prepared.jsonl").read_text() == text
 
 
+def test_bf16_speaker_vectors_are_cached_apart_and_close_to_fp32(corpus, tmp_path):
+    from qinyu.data.prepare import prepare
+
+    data = write_jsonl(corpus["root"] / "one.jsonl", [chat(None, "Okay.<|audio|>", ["wavs/q0.wav", "wavs/a1.wav"])])
+    out = tmp_path / "out"
+    prepare(config(corpus, out, [data]))
+    fp32 = {p.name: np.load(p) for p in (out / "cache/speaker").glob("*.npy")}
+    again = prepare(config(corpus, out, [data], speaker_dtype="bf16"))
+    assert again.computed == 2 and again.cached == 0  # both audios need a bf16 vector: other cache keys
+    bf16 = {p.name: np.load(p) for p in (out / "cache/speaker").glob("*.npy") if p.name not in fp32}
+    assert len(fp32) == len(bf16) == 2
+    for a in fp32.values():  # each fp32 vector has its bf16 twin
+        cosine = max(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for b in bf16.values())
+        assert cosine > 0.99
+
+
 def test_bad_items_are_skipped_and_listed(corpus, tmp_path, capsys):
     from qinyu.data.prepare import main_prepare
 
@@ -372,6 +388,7 @@ def test_bad_config_exits_2(corpus, tmp_path, capsys):
         "'codec' is required": {k: v for k, v in good.items() if k != "codec"},
         "'inputs[0]': data file not found": {**good, "inputs": [str(root / "nope.jsonl")]},
         "'workers' must be a positive integer": {**good, "workers": 0},
+        "'speaker_dtype' must be fp32 or bf16, got 'fp16'": {**good, "speaker_dtype": "fp16"},
         "'speaker_encoder': not found": {**good, "speaker_encoder": str(root / "nope")},
         "codec.json is missing": {**good, "codec": str(root / "wavs")},
     }

@@ -15,7 +15,7 @@ TINY = 0.02
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("nano") / "corpus"
-    assert main(["data", "nano-corpus", "--out", str(out), "--scale", str(TINY), "--quiet"]) == 0
+    assert main(["data", "nano-corpus", "--out", str(out), "--scale", str(TINY), "--character-tts", "--quiet"]) == 0
     return out
 
 
@@ -63,6 +63,10 @@ def test_every_train_reply_is_read_again_in_a_role_play_voice(tiny_corpus):
     plain = {s["meta"]["nano"]["source"]: s["meta"]["voice"] for s in train
              if s["task"] == "tts" and s["meta"]["nano"]["kind"] == "tts"}
     assert set(plain) == set(replies) and not set(plain.values()) & set(nc.ROLEPLAY_VOICES)
+    # off by default: the folder stays, the split files leave it out
+    default, _, _ = nc.merge(tiny_corpus)
+    assert len(default) == len(train) - len(read) and not any(s["id"].endswith(tuple(nc.ROLEPLAY_VOICES))
+                                                              for s in default if s["task"] == "tts")
 
 
 def test_the_held_out_rules_hold_in_the_written_files(tiny_corpus, tmp_path):
@@ -158,7 +162,7 @@ def test_song_requests_use_the_phrasings_they_are_given():
 def test_a_second_build_reuses_the_audio(tiny_corpus):
     wavs = {p: p.stat().st_mtime_ns for p in tiny_corpus.rglob("*.wav")}
     before = (tiny_corpus / "train.jsonl").read_text()
-    summary = nc.build_corpus(tiny_corpus, scale=TINY, progress=False)
+    summary = nc.build_corpus(tiny_corpus, scale=TINY, progress=False, character_tts=True)
     assert summary.ok and summary.seconds < 10
     assert {p: p.stat().st_mtime_ns for p in tiny_corpus.rglob("*.wav")} == wavs
     assert (tiny_corpus / "train.jsonl").read_text() == before

@@ -23,6 +23,7 @@ def tiny_config() -> SpeedrunConfig:
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
         # the options left off by default, exercised (the simple encoder's in the test below)
+        corpus_character_tts=True,
         encoder_salad_utterances=3, encoder_number_utterances=3, encoder_spliced_utterances=3,
         stage0={**TINY_STAGE, "train_audio_embeddings": True}, stage1=dict(TINY_STAGE),
         stage2=dict(TINY_STAGE), eval_limit=1)
@@ -33,7 +34,7 @@ def tiny_corpus(tmp_path_factory):
     from qinyu.nano.corpus import build_corpus
 
     out = tmp_path_factory.mktemp("speedrun") / "corpus"
-    assert build_corpus(out, scale=0.02, progress=False).ok
+    assert build_corpus(out, scale=0.02, progress=False, character_tts=True).ok
     return out
 
 
