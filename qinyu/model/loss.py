@@ -46,30 +46,20 @@ def hybrid_loss(logits: torch.Tensor, labels: torch.Tensor, audio_labels: torch.
                 first_audio_token_id: int, num_items_in_batch=None) -> HybridLoss:
     """``logits`` [B, L, V]; ``labels`` [B, L] (unshifted, -100 ignored);
     ``audio_labels`` [B, L, 8] in-codebook targets of the audio step at each position
-    (column 0 unused: codebook 0 is in ``labels``)."""
+    (column 0 unused: codebook 0 is in ``labels``). The rows and targets are ``loss_rows``'s,
+    as in training's ``LossSums``; here each CE is a mean (or sum / ``num_items_in_batch``)."""
     tvs = int(first_audio_token_id)
-    text_logits = torch.cat([logits[..., :tvs], logits[..., tvs + AUDIO_BLOCK:]], dim=-1)
-    text_labels = labels[:, 1:]
-    inside = (text_labels >= tvs) & (text_labels < tvs + AUDIO_BLOCK)
-    if inside.any():
-        bad = int(text_labels[inside][0])
-        raise ValueError(f"text label {bad} is a codebook 1-7 token; those are predicted by the audio loss, not as text")
-    text_labels = torch.where(text_labels >= tvs + AUDIO_BLOCK, text_labels - AUDIO_BLOCK, text_labels)
-    text_loss = _ce(text_logits[:, :-1].reshape(-1, text_logits.shape[-1]), text_labels.reshape(-1), num_items_in_batch)
-
-    per_codebook = []
-    if audio_labels is not None:
-        # position p holds an audio step; its codebooks 1..7 are predicted at p - 1
-        targets = audio_labels[:, 1:, 1:]  # [B, L-1, 7]
-        has_step = (targets != IGNORE_INDEX).any(-1)
-        if has_step.any():
-            rows = logits[:, :-1][has_step]  # [N, V]
-            targets = targets[has_step]  # [N, 7]
-            for q in range(1, NUM_CODEBOOKS):
-                start = tvs + (q - 1) * CODEBOOK_SIZE
-                per_codebook.append(_ce(rows[:, start:start + CODEBOOK_SIZE], targets[:, q - 1], num_items_in_batch))
-    if per_codebook:
-        per_codebook = torch.stack(per_codebook)
+    text_rows, text_targets, audio_rows, audio_targets = loss_rows(labels, audio_labels, tvs)
+    rows = logits[:, :-1]
+    text_logits = rows[text_rows]
+    text_logits = torch.cat([text_logits[:, :tvs], text_logits[:, tvs + AUDIO_BLOCK:]], dim=-1)
+    text_loss = _ce(text_logits, text_targets, num_items_in_batch)
+    if len(audio_targets):
+        audio_logits = rows[audio_rows]
+        per_codebook = torch.stack([
+            _ce(audio_logits[:, tvs + (q - 1) * CODEBOOK_SIZE:tvs + q * CODEBOOK_SIZE], audio_targets[:, q - 1],
+                num_items_in_batch)
+            for q in range(1, NUM_CODEBOOKS)])
         audio_loss = per_codebook.mean()
     else:
         per_codebook = logits.new_zeros(0, dtype=torch.float32)
@@ -102,6 +92,10 @@ def loss_rows(labels: torch.Tensor, audio_labels: torch.Tensor | None, first_aud
     text_labels = labels[:, 1:]
     text_rows = text_labels != IGNORE_INDEX
     text_targets = text_labels[text_rows]
+    inside = (text_targets >= tvs) & (text_targets < tvs + AUDIO_BLOCK)
+    if inside.any():
+        bad = int(text_targets[inside][0])
+        raise ValueError(f"text label {bad} is a codebook 1-7 token; those are predicted by the audio loss, not as text")
     text_targets = torch.where(text_targets >= tvs + AUDIO_BLOCK, text_targets - AUDIO_BLOCK, text_targets)
     if audio_labels is None:
         audio_rows = torch.zeros_like(text_rows)
