@@ -62,7 +62,7 @@ def main():
     ctc = []
     for _ in range(args.ctc_steps + 1):
         lengths = torch.from_numpy(rng.integers(30, 61, 32))
-        x = torch.randn(32, int(lengths.max()), 560)
+        x = torch.from_numpy(rng.standard_normal((32, int(lengths.max()), 560), dtype=np.float32))  # seeded
         target_lengths = torch.from_numpy(rng.integers(4, 12, 32))
         ctc.append((x, lengths, torch.from_numpy(rng.integers(0, classes - 1, int(target_lengths.sum()))),
                     target_lengths))
