@@ -50,15 +50,11 @@ def hybrid_loss(logits: torch.Tensor, labels: torch.Tensor, audio_labels: torch.
     as in training's ``LossSums``; here each CE is a mean (or sum / ``num_items_in_batch``)."""
     tvs = int(first_audio_token_id)
     text_rows, text_targets, audio_rows, audio_targets = loss_rows(labels, audio_labels, tvs)
-    rows = logits[:, :-1]
-    text_logits = rows[text_rows]
-    text_logits = torch.cat([text_logits[:, :tvs], text_logits[:, tvs + AUDIO_BLOCK:]], dim=-1)
+    text_logits, audio_logits = _logits_at_rows(logits, text_rows, audio_rows, tvs)
     text_loss = _ce(text_logits, text_targets, num_items_in_batch)
     if len(audio_targets):
-        audio_logits = rows[audio_rows]
         per_codebook = torch.stack([
-            _ce(audio_logits[:, tvs + (q - 1) * CODEBOOK_SIZE:tvs + q * CODEBOOK_SIZE], audio_targets[:, q - 1],
-                num_items_in_batch)
+            _ce(audio_logits[:, (q - 1) * CODEBOOK_SIZE:q * CODEBOOK_SIZE], audio_targets[:, q - 1], num_items_in_batch)
             for q in range(1, NUM_CODEBOOKS)])
         audio_loss = per_codebook.mean()
     else:
@@ -107,6 +103,15 @@ def loss_rows(labels: torch.Tensor, audio_labels: torch.Tensor | None, first_aud
     return text_rows, text_targets, audio_rows, audio_targets
 
 
+def _logits_at_rows(logits: torch.Tensor, text_rows: torch.Tensor, audio_rows: torch.Tensor, tvs: int):
+    """From full logits [B, L, V], the rows ``loss_rows`` selects: (text rows over the text
+    softmax, the vocabulary without the codebook 1-7 block; audio rows over that block)."""
+    rows = logits[:, :-1]
+    text_logits = rows[text_rows]
+    text_logits = torch.cat([text_logits[:, :tvs], text_logits[:, tvs + AUDIO_BLOCK:]], dim=-1)
+    return text_logits, rows[audio_rows][:, tvs:tvs + AUDIO_BLOCK]
+
+
 def loss_sums_at_rows(text_logits: torch.Tensor, text_targets: torch.Tensor, audio_logits: torch.Tensor,
                       audio_targets: torch.Tensor) -> LossSums:
     """The hybrid loss's sums from the logits of the rows it reads only (``loss_rows``):
@@ -126,7 +131,5 @@ def hybrid_loss_sums(logits: torch.Tensor, labels: torch.Tensor, audio_labels: t
     full logits (``QinYuForConditionalGeneration.forward(..., return_loss_sums=True)``)."""
     tvs = int(first_audio_token_id)
     text_rows, text_targets, audio_rows, audio_targets = loss_rows(labels, audio_labels, tvs)
-    rows = logits[:, :-1]
-    text_logits = rows[text_rows]
-    text_logits = torch.cat([text_logits[:, :tvs], text_logits[:, tvs + AUDIO_BLOCK:]], dim=-1)
-    return loss_sums_at_rows(text_logits, text_targets, rows[audio_rows][:, tvs:tvs + AUDIO_BLOCK], audio_targets)
+    text_logits, audio_logits = _logits_at_rows(logits, text_rows, audio_rows, tvs)
+    return loss_sums_at_rows(text_logits, text_targets, audio_logits, audio_targets)
