@@ -45,13 +45,14 @@ def spoken_conversations(n: int, seed: int, tokenizer, layout) -> list[Item]:
     return items
 
 
-def nano_stage_batches(steps: int, tokenizer, layout) -> list[dict]:
+def nano_stage_batches(steps: int, tokenizer, layout, mask: bool = True) -> list[dict]:
     """``steps`` + 1 batches of 4 packs of 1,024 tokens (a speedrun stage step; the first is a
-    warm-up) of ``spoken_conversations``; exits when there are not enough."""
+    warm-up) of ``spoken_conversations``, with the block-diagonal mask or (``mask`` false, for
+    packed attention) without; exits when there are not enough."""
     from qinyu.data.dataset import PackedData, collate_packs
 
     packs = PackedData([(spoken_conversations(600, 0, tokenizer, layout), 1.0)], 1024, seed=0).epoch(0)
-    batches = [collate_packs(packs[i:i + 4], layout.im_end) for i in range(0, 4 * (steps + 1), 4)]
+    batches = [collate_packs(packs[i:i + 4], layout.im_end, mask=mask) for i in range(0, 4 * (steps + 1), 4)]
     if len(batches) < steps + 1:
         raise SystemExit(f"only {len(batches)} batches of 4 packs; ask for fewer --steps")
     return batches

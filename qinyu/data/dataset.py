@@ -190,9 +190,11 @@ def packed_attention_mask(segments: torch.Tensor, dtype=torch.float32) -> torch.
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def collate_packs(packs: list[list[Item]], pad_id: int) -> dict:
-    """Packs -> model inputs: ids, labels, audio steps/labels, per-sample positions, the
-    block-diagonal mask, user features and speaker vectors in order."""
+def collate_packs(packs: list[list[Item]], pad_id: int, mask: bool = True) -> dict:
+    """Packs -> model inputs: ids, labels, audio steps/labels, per-sample positions (each
+    sample from 0, and a row's padding from 0 as one more span), the block-diagonal mask
+    (``mask``; without it ``attention_mask`` is None, for ``qinyu.model.packed_attention``,
+    which finds the spans from the positions), user features and speaker vectors in order."""
     length = max(sum(len(it) for it in p) for p in packs)
     b = len(packs)
     batch = {
@@ -218,7 +220,8 @@ def collate_packs(packs: list[list[Item]], pad_id: int) -> dict:
             features += [torch.from_numpy(f) for f in it.features]
             speakers += [torch.from_numpy(v) for v in it.speakers]
             p += n
-    batch["attention_mask"] = packed_attention_mask(segments)
+        batch["position_ids"][i, p:] = torch.arange(length - p)  # the padding: one more span of its own
+    batch["attention_mask"] = packed_attention_mask(segments) if mask else None
     batch["audio_features"] = features or None
     batch["speaker_embeddings"] = torch.stack(speakers) if speakers else None
     batch["num_tokens"] = int((segments >= 0).sum())

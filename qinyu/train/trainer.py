@@ -31,6 +31,7 @@ import torch.distributed as dist
 from ..data.dataset import PackedData, collate_packs, read_prepared, render_prepared
 from ..layout import TokenLayout, byte_tokenizer, load_tokenizer
 from ..model import QinYuForConditionalGeneration, preset_config
+from ..model.packed_attention import use_packed_attention
 from ..model.presets import ctc_classes
 from .recipe import Recipe, is_trainable
 
@@ -286,6 +287,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
                          "bypass; use strategy ddp for this stage")
     torch.manual_seed(recipe.seed)
     model, tokenizer = build_model(recipe)
+    use_packed_attention(model, recipe.attention == "packed")
     trainable = apply_freeze(model, recipe)
     data = load_data(recipe, model, tokenizer)
     start = 0
@@ -333,7 +335,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
         for group in optimizer.param_groups:
             group["lr"] = lr
         packs = data.packs_for_step(step, recipe.batch_size)[rank::world]
-        batches = [collate_packs(packs[i:i + micro], tokenizer.token_to_id("<|im_end|>"))
+        batches = [collate_packs(packs[i:i + micro], tokenizer.token_to_id("<|im_end|>"),
+                                 mask=recipe.attention == "mask")
                    for i in range(0, len(packs), micro)]
         counts = torch.tensor([0.0, 0.0, 0.0])
         for b in batches:

@@ -1,0 +1,104 @@
+"""Attention over packed training sequences, one sample at a time.
+
+The trainer packs several samples into one row of up to ``max_length`` tokens
+(``qinyu.data.dataset.collate_packs``): each sample's positions restart at 0, and a
+block-diagonal causal mask keeps the samples apart. With that mask, SDPA still computes
+every query against every key of the row and throws most of it away: the stage packs
+hold ~12 samples each, so ~90 % of the attention work is masked out.
+``packed_sdpa_attention`` instead runs causal SDPA on each sample's own span (found from
+the position ids' restarts), which computes the same outputs for the real positions
+with only the work the mask keeps.
+
+It is registered with transformers (``PACKED_ATTENTION``, and one name per kernel) and used
+only while training (``use_packed_attention``): with it, the backbone gets no mask at all, so it must not see
+a cache or padding that is not its own span (the collator numbers a pack's padding as
+one more span, ``collate_packs``). Checkpoints keep ``attn_implementation`` as configured.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+PACKED_ATTENTION = "qinyu_packed"  # the kernel by device (packed_sdpa_attention)
+KERNELS = ("sdpa", "math")
+
+
+class PackedAttentionError(ValueError):
+    pass
+
+
+def span_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """[B, L] position ids that restart at 0 for each sample -> per row, the half-open
+    [start, end) spans of its samples."""
+    if position_ids.ndim != 2:
+        raise PackedAttentionError(f"packed attention needs [batch, length] position ids, got {tuple(position_ids.shape)}")
+    length = position_ids.shape[1]
+    rows = []
+    for row in position_ids.detach().cpu():
+        starts = torch.nonzero(row == 0).flatten().tolist()
+        if not starts or starts[0] != 0:
+            raise PackedAttentionError("packed attention needs every row to start a sample at position 0")
+        rows.append(list(zip(starts, starts[1:] + [length])))
+    return rows
+
+
+def causal_attention(query, key, value, scale: float | None = None, kernel: str = "sdpa"):
+    """Causal attention of one span, [1, H, n, D] x [1, KV, n, D] -> [1, H, n, D].
+
+    ``kernel`` "sdpa": torch's fused kernels. "math": explicit matmuls and softmax, whose
+    autograd backward on CPU is far cheaper than SDPA's: on short spans the CPU flash
+    kernel's backward costs ~7x its forward (bench/attention.py measures both)."""
+    if kernel == "sdpa":
+        return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
+                                              enable_gqa=query.shape[1] != key.shape[1])
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    n = query.shape[2]
+    scores = (query @ key.transpose(-1, -2)) * (scale if scale is not None else query.shape[-1] ** -0.5)
+    future = torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1)
+    weights = scores.masked_fill(future, float("-inf")).softmax(-1)
+    return weights.to(value.dtype) @ value
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask=None, *, position_ids=None, scaling=None,
+                          dropout: float = 0.0, kernel: str | None = None, **kwargs):
+    """transformers attention interface: query [B, H, L, D], key/value [B, KV, L, D] ->
+    ([B, L, H, D], None), causal attention within each sample's span. ``kernel``: see
+    ``causal_attention``; by default "sdpa" on a GPU and "math" on the CPU."""
+    if position_ids is None:
+        raise PackedAttentionError("packed attention needs the position ids (they mark where samples start)")
+    if query.shape[2] != key.shape[2]:
+        raise PackedAttentionError("packed attention is for training: queries and keys must be the same positions "
+                                   "(no cache)")
+    if dropout:
+        raise PackedAttentionError("packed attention has no attention dropout")
+    kernel = kernel or ("sdpa" if query.is_cuda else "math")
+    rows = []
+    # split, not slice: the backward of a split is one concatenation of the spans'
+    # gradients, where each slice's backward would allocate a zero tensor of the whole row
+    for spans, q, k, v in zip(span_bounds(position_ids), query.split(1), key.split(1), value.split(1)):
+        sizes = [e - s for s, e in spans]
+        parts = [causal_attention(qs, ks, vs, scaling, kernel)
+                 for qs, ks, vs in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))]
+        rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
+    out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
+for _kernel in KERNELS:
+    AttentionInterface.register(f"{PACKED_ATTENTION}_{_kernel}", partial(packed_sdpa_attention, kernel=_kernel))
+
+
+def use_packed_attention(model, enabled: bool = True, kernel: str | None = None) -> None:
+    """Switch a QinYu model's backbone to (or back from) per-sample packed attention;
+    ``kernel`` ("sdpa" or "math") fixes the kernel instead of choosing it by device."""
+    if kernel is not None and kernel not in KERNELS:
+        raise PackedAttentionError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    name = PACKED_ATTENTION + (f"_{kernel}" if kernel else "")
+    model.model.config._attn_implementation = name if enabled else model.config.attn_implementation
