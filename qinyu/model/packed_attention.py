@@ -3,16 +3,17 @@
 The trainer packs several samples into one row of up to ``max_length`` tokens
 (``qinyu.data.dataset.collate_packs``): each sample's positions restart at 0, and a
 block-diagonal causal mask keeps the samples apart. With that mask, SDPA still computes
-every query against every key of the row and throws most of it away: the stage packs
-hold ~12 samples each, so ~90 % of the attention work is masked out.
-``packed_sdpa_attention`` instead runs causal SDPA on each sample's own span (found from
-the position ids' restarts), which computes the same outputs for the real positions
-with only the work the mask keeps.
+every query against every key of the row and throws most of it away: the nano stages'
+packs hold ~12 samples each, so ~90 % of the attention work is masked out.
+``packed_attention_forward`` instead attends causally within each sample's own span (found
+from the position ids' restarts): the same outputs at the real positions, with only the
+work the mask keeps.
 
-It is registered with transformers (``PACKED_ATTENTION``, and one name per kernel) and used
-only while training (``use_packed_attention``): with it, the backbone gets no mask at all, so it must not see
-a cache or padding that is not its own span (the collator numbers a pack's padding as
-one more span, ``collate_packs``). Checkpoints keep ``attn_implementation`` as configured.
+It is registered with transformers (``PACKED_ATTENTION``, and one name per kernel) and
+used only while training (``use_packed_attention``): with it the backbone gets no mask at
+all, so it must not see a cache, or padding that is not a span of its own (the collator
+numbers a row's padding as one more span). Checkpoints keep ``attn_implementation`` as
+configured, and inference uses that.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
-PACKED_ATTENTION = "qinyu_packed"  # the kernel by device (packed_sdpa_attention)
+PACKED_ATTENTION = "qinyu_packed"  # the kernel chosen by device (packed_attention_forward)
 KERNELS = ("sdpa", "math")
 
 
@@ -35,7 +36,8 @@ def span_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     """[B, L] position ids that restart at 0 for each sample -> per row, the half-open
     [start, end) spans of its samples."""
     if position_ids.ndim != 2:
-        raise PackedAttentionError(f"packed attention needs [batch, length] position ids, got {tuple(position_ids.shape)}")
+        raise PackedAttentionError(f"packed attention needs [batch, length] position ids, "
+                                   f"got {tuple(position_ids.shape)}")
     length = position_ids.shape[1]
     rows = []
     for row in position_ids.detach().cpu():
@@ -65,7 +67,7 @@ def causal_attention(query, key, value, scale: float | None = None, kernel: str 
     return weights.to(value.dtype) @ value
 
 
-def packed_sdpa_attention(module, query, key, value, attention_mask=None, *, position_ids=None, scaling=None,
+def packed_attention_forward(module, query, key, value, attention_mask=None, *, position_ids=None, scaling=None,
                           dropout: float = 0.0, kernel: str | None = None, **kwargs):
     """transformers attention interface: query [B, H, L, D], key/value [B, KV, L, D] ->
     ([B, L, H, D], None), causal attention within each sample's span. ``kernel``: see
@@ -90,9 +92,9 @@ def packed_sdpa_attention(module, query, key, value, attention_mask=None, *, pos
     return out.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
+AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
 for _kernel in KERNELS:
-    AttentionInterface.register(f"{PACKED_ATTENTION}_{_kernel}", partial(packed_sdpa_attention, kernel=_kernel))
+    AttentionInterface.register(f"{PACKED_ATTENTION}_{_kernel}", partial(packed_attention_forward, kernel=_kernel))
 
 
 def use_packed_attention(model, enabled: bool = True, kernel: str | None = None) -> None:

@@ -61,8 +61,8 @@ class Recipe:
     log_every: int = 1
     pack_window: int = 256
     # packed: causal attention within each packed sample's span (qinyu.model.packed_attention);
-    # mask: SDPA over the whole pack with the block-diagonal mask (same outputs, ~1.7x the
-    # attention time of the nano stages' packs)
+    # mask: SDPA over the whole pack under the block-diagonal mask (the same outputs; the nano
+    # speedrun's stages 1 and 2 took 1.3-1.4x as long with it, docs/nano.md)
     attention: str = "packed"
 
     def __post_init__(self):

@@ -4,7 +4,7 @@ import torch
 from qinyu.data.dataset import collate_packs, read_prepared, render_prepared
 from qinyu.layout import TokenLayout, byte_tokenizer
 from qinyu.model import QinYuForConditionalGeneration, preset_config
-from qinyu.model.packed_attention import PackedAttentionError, packed_sdpa_attention, span_bounds, \
+from qinyu.model.packed_attention import PackedAttentionError, packed_attention_forward, span_bounds, \
     use_packed_attention
 
 from ..data.synthetic import write_prepared
@@ -70,8 +70,8 @@ def test_packed_attention_matches_the_block_diagonal_mask(setup, kernel):
 def test_packed_attention_refuses_what_it_cannot_do():
     q = torch.randn(1, 4, 6, 8)
     with pytest.raises(PackedAttentionError, match="position ids"):
-        packed_sdpa_attention(None, q, q, q)
+        packed_attention_forward(None, q, q, q)
     with pytest.raises(PackedAttentionError, match="no cache"):
-        packed_sdpa_attention(None, q[:, :, :1], q, q, position_ids=torch.arange(1)[None])
+        packed_attention_forward(None, q[:, :, :1], q, q, position_ids=torch.arange(1)[None])
     with pytest.raises(PackedAttentionError, match="kernel must be one of"):
         use_packed_attention(None, True, "flash")
