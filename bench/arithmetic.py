@@ -97,7 +97,7 @@ def probe(model, tokenizer) -> dict:
                     held = heldout_pair(a, op, b)
                     results["heldout" if held else "train"].append(guess == target)
                     if held:
-                        results["distance"].append(abs(number_of.get(guess, 99) - c) if guess in number_of else None)
+                        results["distance"].append(abs(number_of[guess] - c) if guess in number_of else None)
     return results
 
 

@@ -68,7 +68,7 @@ def causal_attention(query, key, value, scale: float | None = None, kernel: str 
 
 
 def packed_attention_forward(module, query, key, value, attention_mask=None, *, position_ids=None, scaling=None,
-                          dropout: float = 0.0, kernel: str | None = None, **kwargs):
+                             dropout: float = 0.0, kernel: str | None = None, **kwargs):
     """transformers attention interface: query [B, H, L, D], key/value [B, KV, L, D] ->
     ([B, L, H, D], None), causal attention within each sample's span. ``kernel``: see
     ``causal_attention``; by default "sdpa" on a GPU and "math" on the CPU."""
