@@ -60,6 +60,7 @@ class _Row:
         self.rid, self.state, self.position = rid, state, position
         self.pending_ids: int = pending  # the token to feed next (its id; audio steps: codebook-0 id)
         self.pending_step: np.ndarray | None = None
+        self.voice: torch.Tensor | None = None  # the assistant voice its audio steps carry (speaker_at_audio_steps)
 
 
 class Engine:
@@ -113,6 +114,8 @@ class Engine:
         state = DecodeState(request.params, gen)
         state.recent_cb0 = collections.deque(maxlen=request.params.repetition_window)
         row = _Row(rid, state, len(request.input_ids), -1)
+        if self.model.config.speaker_at_audio_steps:
+            row.voice = _last_voice(request.input_ids, spk, self.layout)
         self._merge(out.cache, len(request.input_ids))
         self.rows.append(row)
         self._choose(row, out.logits[0, -1].float().cpu())
@@ -194,8 +197,9 @@ class Engine:
         positions = torch.tensor([[row.position] for row in self.rows], device=device)
         attention = torch.cat([self.attention, torch.ones(b, 1, dtype=torch.long, device=device)], dim=1)
         started = time.perf_counter()
+        voices = [row.voice for row in self.rows] if self.model.config.speaker_at_audio_steps else None
         out = self.model(input_ids=ids, audio_steps=steps.to(device), position_ids=positions, attention_mask=attention,
-                         cache=self.cache, use_cache=True, logits_to_keep=1)
+                         cache=self.cache, use_cache=True, logits_to_keep=1, step_voices=voices)
         self.forward_seconds += time.perf_counter() - started
         self.cache, self.attention = out.cache, attention  # only once the forward succeeded
         logits = out.logits[:, -1].float().cpu()  # choices are made on the CPU, with per-request generators
@@ -249,6 +253,16 @@ class Engine:
             step[q] = pick(logits[start:start + CODEBOOK_SIZE].float(), p, s.generator)
         s.recent_cb0.append(token)
         row.pending_ids, row.pending_step = token, step
+
+
+def _last_voice(input_ids: list[int], speaker_embeddings: torch.Tensor | None, layout) -> torch.Tensor | None:
+    """The vector of the prompt's last ``<|speaker|>`` (the assistant voice; vectors are given in
+    the order of the ``<|speaker|>``/``<|user_speaker|>`` placeholders), or None without one."""
+    placeholders = [t for t in input_ids if t in (layout.speaker, layout.user_speaker)]
+    voices = [k for k, t in enumerate(placeholders) if t == layout.speaker]
+    if not voices or speaker_embeddings is None:
+        return None
+    return speaker_embeddings.reshape(-1, speaker_embeddings.shape[-1])[voices[-1]]
 
 
 def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:

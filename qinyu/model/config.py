@@ -38,6 +38,12 @@ class QinYuConfig:
     # encoder's CTC posteriors over them (its ``ctc.ctc_lo`` head; the blank adds nothing), so a
     # frame where CTC hears a word looks like that word's token (``project_audio``)
     audio_ctc_embedding: bool = False
+    # nano option (a qinyu extension; the reference injects the voice once, at ``<|speaker|>``):
+    # every assistant audio step's input also carries the projected assistant voice, the vector of
+    # the last ``<|speaker|>`` before the step in its sample (``QinYuForConditionalGeneration.
+    # embed_inputs``; the engine gives each decode step its request's voice), so each step is
+    # conditioned on the voice directly rather than through attention to one prompt position
+    speaker_at_audio_steps: bool = False
     audio_projection_norm_type: str = "layer_norm"
     speaker_projection_norm_type: str = "layer_norm"
     use_speaker_embedding: bool = True
@@ -73,6 +79,8 @@ class QinYuConfig:
                 raise ConfigError(f"config field {name!r} must be one of {NORM_TYPES}, got {getattr(self, name)!r}")
         if self.audio_ctc_embedding and self.audio_encoder is None:
             raise ConfigError("audio_ctc_embedding needs an audio encoder with a CTC head (config 'audio_encoder' is null)")
+        if self.speaker_at_audio_steps and not self.use_speaker_embedding:
+            raise ConfigError("speaker_at_audio_steps needs use_speaker_embedding = true")
         if (self.num_codebooks, self.codebook_size) != (NUM_CODEBOOKS, CODEBOOK_SIZE):
             raise ConfigError(f"only 8 codebooks x 1032 entries are supported, got {self.num_codebooks} x {self.codebook_size}")
         try:

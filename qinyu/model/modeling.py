@@ -163,7 +163,7 @@ class QinYuForConditionalGeneration(nn.Module):
         return out
 
     def embed_inputs(self, input_ids: torch.Tensor, audio_steps=None, audio_features=None, audio_feature_lengths=None,
-                     audio_embeds=None, speaker_embeddings=None) -> torch.Tensor:
+                     audio_embeds=None, speaker_embeddings=None, position_ids=None, step_voices=None) -> torch.Tensor:
         """Token embeddings with the three injections:
 
         * audio steps (``audio_steps`` [B, L, 8] in-codebook indices, -1 elsewhere): the
@@ -172,6 +172,11 @@ class QinYuForConditionalGeneration(nn.Module):
           utterances in order of appearance (batch-major);
         * speaker vectors [N, 192] (or [1, N, 192], or a list per sample): projected, at
           ``<|speaker|>``/``<|user_speaker|>`` positions in order of appearance.
+
+        With ``speaker_at_audio_steps`` (a nano option) every audio step also gets the projected
+        voice of the last ``<|speaker|>`` before it in its sample (samples start where
+        ``position_ids`` restart at 0), and steps with none before them in this input (decode
+        steps) that of ``step_voices`` (one 192-d vector or None per row).
         """
         layout = self.layout
         if input_ids.dim() != 2:
@@ -251,7 +256,39 @@ class QinYuForConditionalGeneration(nn.Module):
         elif self.training:
             dummy = x.new_zeros(1, self.config.speaker_embedding_size)
             x = x + 0.0 * self.model.speaker_projection(dummy).sum()
+
+        # 4. the voice at every audio step (nano option)
+        if self.config.speaker_at_audio_steps and audio_steps is not None and is_step.any():
+            x = x + self._voice_at_steps(input_ids, is_step, x, position_ids, step_voices)
+        elif step_voices is not None and not self.config.speaker_at_audio_steps:
+            raise InputError("step_voices given but this checkpoint has speaker_at_audio_steps = false")
         return x
+
+    def _voice_at_steps(self, input_ids, is_step, x, position_ids, step_voices) -> torch.Tensor:
+        """What ``speaker_at_audio_steps`` adds: at each audio step, the projected vector already
+        placed at the last ``<|speaker|>`` of its sample (read back from ``x``), else the row's
+        ``step_voices`` entry projected, else nothing."""
+        b, length = input_ids.shape
+        index = torch.arange(length, device=input_ids.device).expand(b, length)
+        last = torch.where(input_ids == self.layout.speaker, index, -1).cummax(dim=1).values
+        if position_ids is not None:  # packed samples: a voice holds within its own sample only
+            start = torch.where(position_ids.to(index.device) == 0, index, 0).cummax(dim=1).values
+            last = torch.where(last >= start, last, -1)
+        voice = x.gather(1, last.clamp(min=0)[..., None].expand(-1, -1, x.shape[-1]))
+        add = torch.where((is_step & (last >= 0))[..., None], voice, 0.0)
+        if step_voices is None:
+            return add
+        if len(step_voices) != b:
+            raise InputError(f"step_voices has {len(step_voices)} entries for a batch of {b}")
+        rows = [i for i, v in enumerate(step_voices) if v is not None]
+        if not rows:
+            return add
+        vectors = torch.stack([torch.as_tensor(step_voices[i]).reshape(-1) for i in rows])
+        if vectors.shape[-1] != self.config.speaker_embedding_size:
+            raise InputError(f"step_voices must be {self.config.speaker_embedding_size}-d, got {vectors.shape[-1]}")
+        fallback = x.new_zeros(b, x.shape[-1])
+        fallback[rows] = self.model.speaker_projection(vectors.to(x.device, x.dtype)).to(x.dtype)
+        return add + torch.where((is_step & (last < 0))[..., None], fallback[:, None, :], 0.0)
 
     # -- forward ------------------------------------------------------------------
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -288,19 +325,20 @@ class QinYuForConditionalGeneration(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask=None, position_ids=None, audio_steps=None,
                 audio_features=None, audio_feature_lengths=None, audio_embeds=None, speaker_embeddings=None,
                 labels=None, audio_labels=None, cache=None, use_cache: bool = False, num_items_in_batch=None,
-                logits_to_keep: int = 0, return_loss_sums: bool = False) -> QinYuOutput:
+                logits_to_keep: int = 0, return_loss_sums: bool = False, step_voices=None) -> QinYuOutput:
         """Run the hybrid LM. With ``labels`` (and ``audio_labels`` [B, L, 8]) the hybrid
         loss is returned; ``logits_to_keep`` > 0 computes logits for the last positions
         only (decoding). ``return_loss_sums`` (training, with ``labels``): only the loss's
         unnormalised sums (``loss_sums``), no logits, so a trainer can normalise over a
-        batch split into micro-batches and processes."""
+        batch split into micro-batches and processes. ``step_voices`` (``speaker_at_audio_steps``
+        checkpoints): each row's assistant voice for audio steps fed without their prompt."""
         past = cache.get_seq_length() if cache is not None else 0
         limit = self.config.max_positions
         if limit is not None and past + input_ids.shape[1] > limit:
             raise InputError(f"sequence of {past + input_ids.shape[1]} positions is longer than the backbone's "
                              f"maximum of {limit} (max_position_embeddings)")
         x = self.embed_inputs(input_ids, audio_steps, audio_features, audio_feature_lengths, audio_embeds,
-                              speaker_embeddings)
+                              speaker_embeddings, position_ids=position_ids, step_voices=step_voices)
         out = self.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                          use_cache=use_cache)
         hidden = out.last_hidden_state

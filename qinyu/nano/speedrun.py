@@ -112,6 +112,11 @@ class SpeedrunConfig:
     # own text embeddings weighted by the encoder's CTC posteriors added (``audio_ctc_embedding``,
     # SenseVoice encoder only: its CTC head gives the posteriors)
     encoder_ctc_embedding: bool = False
+    # every assistant audio step's input also carries the projected assistant voice (config
+    # ``speaker_at_audio_steps``, a qinyu extension): given once in the system prompt, the LM did not
+    # speak the vector it was given (bench/voices.py: 11.5 % nearest the given voice of 8, chance
+    # 12.5; with it 47.9 %; docs/nano.md)
+    voice_at_audio_steps: bool = True
     # the three SLM stages: recipe fields (qinyu.train.recipe.Recipe)
     stage0: dict = field(default_factory=lambda: {"steps": 60, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.05,
                                                   "train_audio_embeddings": True, "dtype": "bf16"})
@@ -415,6 +420,8 @@ class Speedrun:
             config["audio_ctc_compress"] = True
         if self.config.encoder_ctc_embedding:
             config["audio_ctc_embedding"] = True
+        if self.config.voice_at_audio_steps:
+            config["speaker_at_audio_steps"] = True
         config_path.write_text(json.dumps(config, indent=2))
         return {}
 

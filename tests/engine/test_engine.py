@@ -224,3 +224,39 @@ def test_model_without_speaker_embeddings_hears_speech(tmp_path):
     session = Session(model, tok, params=SamplingParams(max_steps=4))
     turn = session.user_turn(audio=(np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 16000))
     assert isinstance(list(session.respond(turn))[-1], Done)
+
+
+def test_speaker_at_audio_steps_every_decode_step_gets_the_assistant_voice():
+    """With ``speaker_at_audio_steps`` the engine gives each decode step its request's voice:
+    the vector of the prompt's ``<|speaker|>``, not the user's ``<|user_speaker|>`` after it."""
+    from qinyu.layout import TokenLayout, byte_tokenizer
+    from qinyu.model import preset_config
+
+    tok = byte_tokenizer()
+    layout = TokenLayout.from_tokenizer(tok)
+    cfg = preset_config("tiny", layout)
+    cfg.speaker_at_audio_steps = True
+    torch.manual_seed(0)
+    model = QinYuForConditionalGeneration(cfg).eval()
+    seq = render(with_voice_prompt([{"role": "user", "content": "<|audio|>"}]), tok, layout, [UserSpeech(4)],
+                 add_generation_prompt=True)
+    voices = np.random.default_rng(0).standard_normal((2, 192)).astype(np.float32)  # [assistant, user]
+    calls = []
+    forward = model.forward
+
+    def spy(*args, **kw):
+        calls.append(kw.get("step_voices"))
+        return forward(*args, **kw)
+
+    model.forward = spy
+    params = SamplingParams(max_steps=6)
+    reqs = [Request(seq.input_ids, [np.zeros((4, 560), np.float32)], voices, params),
+            Request(prompt(tok, layout, "no voice here"), params=params)]
+    generate(model, reqs)
+    decode = [c for c in calls if c is not None]
+    assert len(decode) >= 5
+    for step in decode:
+        assert len(step) in (1, 2)
+        torch.testing.assert_close(step[0], torch.from_numpy(voices[0]))
+        if len(step) == 2:
+            assert step[1] is None  # the request without a voice

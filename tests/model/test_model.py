@@ -255,3 +255,84 @@ def test_ctc_embedding_needs_an_encoder_with_a_ctc_head(layout):
         QinYuForConditionalGeneration(config)
     with pytest.raises(ConfigError, match="audio_ctc_embedding needs an audio encoder"):
         QinYuConfig(**{**config.to_dict(), "audio_encoder": None})
+
+
+def _voice_step_model(layout):
+    from qinyu.model.presets import preset_config
+
+    config = preset_config("tiny", layout)
+    config.speaker_at_audio_steps = True
+    torch.manual_seed(0)
+    return QinYuForConditionalGeneration(config).eval()
+
+
+def _spoken_reply(tokenizer, layout, voice: bool, seed: int):
+    codes = np.random.default_rng(seed).integers(0, 1024, (8, 4))
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok<|audio|>"}]
+    return render(with_voice_prompt(messages) if voice else messages, tokenizer, layout, [AssistantSpeech(codes)])
+
+
+def test_speaker_at_audio_steps_adds_the_samples_voice_to_each_of_its_audio_steps(layout, tokenizer):
+    """Two samples packed in one row, the first with a voice, the second without: the first's
+    audio steps carry its projected voice, the second's nothing (its sample has no voice)."""
+    model = _voice_step_model(layout)
+    a, b = _spoken_reply(tokenizer, layout, True, 0), _spoken_reply(tokenizer, layout, False, 1)
+    ids = torch.tensor([a.input_ids + b.input_ids])
+    steps = torch.from_numpy(np.concatenate([a.audio_steps, b.audio_steps]))[None].long()
+    positions = torch.cat([torch.arange(len(a)), torch.arange(len(b))])[None]
+    voice = torch.randn(1, 192)
+    with torch.no_grad():
+        on = model.embed_inputs(ids, steps, speaker_embeddings=voice, position_ids=positions)
+        model.config.speaker_at_audio_steps = False
+        off = model.embed_inputs(ids, steps, speaker_embeddings=voice, position_ids=positions)
+        projected = model.model.speaker_projection(voice)[0]
+    first_steps = torch.zeros(len(ids[0]), dtype=torch.bool)
+    first_steps[:len(a)] = torch.from_numpy(a.audio_steps[:, 0] >= 0)
+    assert int(first_steps.sum()) > 0 and int((steps[0, len(a):, 0] >= 0).sum()) > 0
+    torch.testing.assert_close(on[0, first_steps] - off[0, first_steps], projected.expand(int(first_steps.sum()), -1))
+    torch.testing.assert_close(on[0, ~first_steps], off[0, ~first_steps])  # the second sample's steps included
+
+
+def test_speaker_at_audio_steps_decoding_step_by_step_equals_one_forward(layout, tokenizer):
+    """The engine's contract: prefill the prompt, then feed the reply one position at a time
+    with the voice as ``step_voices``; logits equal those of the whole sequence at once."""
+    model = _voice_step_model(layout)
+    seq = _spoken_reply(tokenizer, layout, True, 2)
+    ids = torch.tensor([seq.input_ids])
+    steps = torch.from_numpy(seq.audio_steps)[None].long()
+    voice = torch.randn(1, 192)
+    start = int((seq.audio_steps[:, 0] >= 0).argmax()) - 2  # the prompt ends two positions before the speech
+    with torch.no_grad():
+        whole = model(input_ids=ids, audio_steps=steps, speaker_embeddings=voice).logits[0]
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        model(input_ids=ids[:, :start], audio_steps=steps[:, :start], speaker_embeddings=voice, cache=cache,
+              use_cache=True)
+        for p in range(start, len(seq)):
+            out = model(input_ids=ids[:, p:p + 1], audio_steps=steps[:, p:p + 1], position_ids=torch.tensor([[p]]),
+                        cache=cache, use_cache=True, step_voices=[voice[0]])
+            cache = out.cache
+            torch.testing.assert_close(out.logits[0, -1], whole[p], atol=1e-4, rtol=1e-4)
+        # an audio step fed without its voice gives other logits: the check above can fail
+        p = int(np.flatnonzero(seq.audio_steps[:, 0] >= 0)[-1])
+        alone = [model(input_ids=ids[:, p:p + 1], audio_steps=steps[:, p:p + 1], position_ids=torch.tensor([[p]]),
+                       step_voices=[v]).logits[0, -1] for v in (None, voice[0])]
+    assert (alone[0] - alone[1]).abs().max() > 1e-3
+
+
+def test_speaker_at_audio_steps_bad_inputs(layout, tokenizer, tiny):
+    from qinyu.model.presets import preset_config
+
+    model = _voice_step_model(layout)
+    seq = _spoken_reply(tokenizer, layout, False, 3)
+    ids, steps = torch.tensor([seq.input_ids]), torch.from_numpy(seq.audio_steps)[None].long()
+    with pytest.raises(InputError, match="step_voices has 2 entries for a batch of 1"):
+        model(input_ids=ids, audio_steps=steps, step_voices=[None, None])
+    with pytest.raises(InputError, match="step_voices must be 192-d, got 7"):
+        model(input_ids=ids, audio_steps=steps, step_voices=[torch.randn(7)])
+    with pytest.raises(InputError, match="speaker_at_audio_steps = false"):
+        tiny(input_ids=ids, audio_steps=steps, step_voices=[torch.randn(192)])
+    config = preset_config("tiny", layout)
+    with pytest.raises(ConfigError, match="speaker_at_audio_steps needs use_speaker_embedding"):
+        QinYuConfig(**{**config.to_dict(), "speaker_at_audio_steps": True, "use_speaker_embedding": False})

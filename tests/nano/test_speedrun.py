@@ -55,6 +55,7 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     config = json.loads((ck / "config.json").read_text())
     assert config["trained"] and config["codec"] == {"type": "nano", "path": "codec"}
     assert config["speaker_encoder"] == "speaker_encoder" and config["cmvn"] == "am.mvn"
+    assert config["speaker_at_audio_steps"] is True  # the voice at every audio step (the default)
     assert QinYuForConditionalGeneration.from_pretrained(ck, dtype=None).dtype == torch.bfloat16
     report = json.loads((ck / "report.json").read_text())
     assert report["items"]["qa"] == 1
