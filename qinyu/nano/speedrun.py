@@ -130,8 +130,9 @@ class SpeedrunConfig:
     stage1: dict = field(default_factory=lambda: {"steps": 1400, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
                                                   "dtype": "bf16"})
     # stage 2 at 2e-3 with the TTS pairs twice: at 1.5e-3 and once, forced-choice intelligibility fell
-    # to 82.2 % against the codec's 98.7 % (94.9 % with these; docs/nano.md)
-    stage2: dict = field(default_factory=lambda: {"steps": 650, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
+    # to 82.2 % against the codec's 98.7 % (94.9 % with these; docs/nano.md). 600 steps (was 650): the
+    # same steps took 428 and 492 s in runs R and S, so 35 s of margin under the 45 minutes
+    stage2: dict = field(default_factory=lambda: {"steps": 600, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
                                                   "weight_decay": 0.1, "dtype": "bf16"})
     max_length: int = 1024  # role-play lines carry their script's history: up to ~850 tokens
     # the data of each stage: {prepared file stem: weight (repeats per epoch)}; the stems are the
