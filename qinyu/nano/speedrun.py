@@ -46,7 +46,8 @@ class SpeedrunConfig:
     # measured and left off (run O: role-play nearest voice 41.7 % against run N's 52.1; TTS prompts
     # in the characters' own vectors 52.1 % against run K's 45.8): every train QA reply read again by
     # one of the eight role-play voices as a TTS pair in that voice (``NanoCharacterTTS``), so a text
-    # says nothing about the voice reading it; 55 s more over the corpus and prepare steps
+    # says nothing about the voice reading it; 55 s more over the corpus and prepare steps. Again with
+    # the voice at every audio step (run U): nearest voice 37.5 %, notes 12.6 %, 45.1 min; left off
     corpus_character_tts: bool = False
     codec_iterations: int = 8
     bpe_vocab: int = 512
