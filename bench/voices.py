@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from qinyu.engine.session import Persona
-from qinyu.eval.metrics.speaker import cosine
 from qinyu.layout import TTS_PROMPT
 from qinyu.layout.chat import VOICE_LINE
 from qinyu.nano.corpus import ROLEPLAY_VOICES
-from qinyu.nano.evaluate import NanoModel, load_heldout, reference_clips
+from qinyu.nano.evaluate import NanoModel, load_heldout, voice_rows, voice_targets
 
 
 def speak(nm: NanoModel, lines: list[str], voices: dict) -> list[tuple[str, tuple]]:
@@ -53,8 +52,7 @@ def main():
     ap.add_argument("--lines", type=int, default=12, help="held-out role-play lines, each read in all 8 voices")
     args = ap.parse_args()
     judge = NanoModel(args.runs[0] / "checkpoint", args.runs[0] / "corpus")
-    targets = {v: np.mean([judge.embed(*judge.reconstruct(judge.corpus / c))
-                           for c in reference_clips(judge.corpus, v)], axis=0) for v in ROLEPLAY_VOICES}
+    targets = voice_targets(judge, judge.corpus)
     items = [it for it in load_heldout(args.runs[0] / "corpus") if it.kind == "roleplay"][:args.lines]
     lines = [it.sample["messages"][-1]["content"].replace("<|audio|>", "").strip() for it in items]
     print(f"{len(lines)} held-out role-play lines x {len(targets)} voices; judge: CAM++ of {args.runs[0]}")
@@ -64,16 +62,16 @@ def main():
         voices = {v: np.load(run / "prepared" / "voices" / f"{v}.npy").astype(np.float32) for v in ROLEPLAY_VOICES}
         started = time.time()
         spoken = speak(nm, lines, voices)
+        cases = [(f"{voice}-{k}", audio, voice) for k, (voice, audio) in enumerate(spoken)]
+        judged = {}  # id -> similarity to the given voice, nearest voice; silent replies are left out
+        voice_rows(cases, judge.embed, targets, "", details=judged)
         hits, sims, confusion = 0, [], {v: {} for v in voices}
-        for voice, audio in spoken:
-            if audio is None or len(audio[0]) < 0.1 * audio[1]:
-                continue
-            e = judge.embed(*audio)
-            scores = {v: cosine(e, t) for v, t in targets.items()}
-            nearest = max(scores, key=scores.get)
-            hits += nearest == voice
-            sims.append(scores[voice])
-            confusion[voice][nearest] = confusion[voice].get(nearest, 0) + 1
+        for item_id, _, voice in cases:
+            if item_id in judged:
+                nearest = judged[item_id]["nearest"]
+                hits += nearest == voice
+                sims.append(judged[item_id]["similarity"])
+                confusion[voice][nearest] = confusion[voice].get(nearest, 0) + 1
         acc = 100.0 * hits / len(spoken)
         results.append((run, acc, float(np.mean(sims)) if sims else float("nan")))
         print(f"{run}: nearest voice {acc:.1f} % of {len(spoken)} ({len(spoken) - len(sims)} silent), mean cosine "
