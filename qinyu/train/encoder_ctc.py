@@ -14,7 +14,7 @@ way the LM reads frames from which the transcript is a linear read-out.
 
 Augmentation makes the recogniser hold on voices it never heard: a random warp of the
 mel axis per utterance (vocal-tract length, the main way espeak-ng voices differ),
-frequency and time masks (SpecAugment).
+frequency and time masks (SpecAugment, ``qinyu.audio.specaugment``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio.specaugment import SpecAugment
 from ..layout import load_tokenizer
-
-MEL_BINS = 80  # the LFR features stack 7 frames of 80 mel bins
 
 
 class EncoderPretrainError(ValueError):
@@ -44,30 +43,6 @@ def ctc_labels(tokenizer, text: str, vocab: int) -> list[int]:
     if any(i >= vocab for i in ids):
         raise EncoderPretrainError(f"transcript {text!r} tokenises to ids beyond the {vocab}-entry text vocabulary")
     return ids
-
-
-def warp_mel(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Stretch (factor > 1 reads higher bins) the mel axis of [T, k*80] LFR features."""
-    grid = (torch.arange(MEL_BINS, dtype=torch.float32) * factor).clamp(0, MEL_BINS - 1)
-    lo = grid.floor().long()
-    hi = (lo + 1).clamp(max=MEL_BINS - 1)
-    w = grid - lo
-    blocks = x.view(x.shape[0], -1, MEL_BINS)
-    return (blocks[..., lo] * (1 - w) + blocks[..., hi] * w).reshape(x.shape)
-
-
-def augment(x: torch.Tensor, rng: np.random.Generator, warp: float = 0.15, freq_masks: int = 2,
-            freq_width: int = 10, time_masks: int = 2, time_width: int = 4) -> torch.Tensor:
-    """One utterance's features [T, k*80] -> an augmented copy."""
-    x = warp_mel(x, float(rng.uniform(1 - warp, 1 + warp))) if warp else x.clone()
-    blocks = x.view(x.shape[0], -1, MEL_BINS)
-    for _ in range(freq_masks):
-        f0, w = int(rng.integers(0, MEL_BINS - freq_width)), int(rng.integers(0, freq_width + 1))
-        blocks[..., f0:f0 + w] = 0
-    for _ in range(time_masks):
-        t0, w = int(rng.integers(0, max(1, x.shape[0] - time_width))), int(rng.integers(0, time_width + 1))
-        x[t0:t0 + w] = 0
-    return x
 
 
 def greedy_ctc(log_probs: torch.Tensor, blank: int) -> list[int]:
@@ -154,6 +129,7 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup + 1))))
     rng = np.random.default_rng(seed)
+    augment = SpecAugment()
     torch.manual_seed(seed)
     batches = length_batches([len(f) for f in feats], batch_size, rng, length_pool)
     rows, start, last_cer = [], time.time(), None

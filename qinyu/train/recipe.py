@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ..audio.specaugment import SpecAugment, SpecAugmentError
+
 STAGES = ("align", "pretrain", "sft", "finetune")
 # Default freeze policies: name prefixes of the parameters that train.
 STAGE_TRAINABLE = {
@@ -64,6 +66,11 @@ class Recipe:
     # mask: SDPA over the whole pack under the block-diagonal mask (the same outputs; the nano
     # speedrun's stages 1 and 2 took 1.3-1.4x as long with it, docs/nano.md)
     attention: str = "packed"
+    # SpecAugment (``qinyu.audio.specaugment.SpecAugment`` settings, e.g. {"warp": 0.15,
+    # "time_masks": 0}) on the user speech before the audio encoder, drawn anew at every step;
+    # None: the features as prepared. With a frozen encoder the frames are then computed at
+    # every step instead of once per utterance (``EncoderFrameCache``)
+    audio_augment: dict | None = None
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -84,6 +91,11 @@ class Recipe:
         self.data = [DataFile(**d) if isinstance(d, dict) else DataFile(str(d)) for d in self.data]
         if self.trainable is None:
             self.trainable = list(STAGE_TRAINABLE[self.stage])
+        if self.audio_augment is not None:
+            try:
+                SpecAugment.from_dict(self.audio_augment)
+            except SpecAugmentError as e:
+                raise RecipeError(f"audio_augment: {e}") from None
 
     @classmethod
     def load(cls, path) -> "Recipe":

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..audio.specaugment import SpecAugment
 from ..data.dataset import PackedData, collate_packs, read_prepared, render_prepared
 from ..layout import TokenLayout, byte_tokenizer, load_tokenizer
 from ..model import QinYuForConditionalGeneration, preset_config
@@ -326,7 +327,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
     last = {}
     # FSDP shards the encoder's parameters too, so only the sharded model can run it
     sharded = world > 1 and recipe.strategy == "fsdp"
-    frame_cache = EncoderFrameCache() if frozen_encoder(model) and not sharded else None
+    # augmented speech gives new frames at every step: nothing to cache
+    augment = SpecAugment.from_dict(recipe.audio_augment) if recipe.audio_augment is not None else None
+    frame_cache = EncoderFrameCache() if frozen_encoder(model) and not sharded and augment is None else None
     micro = recipe.batch_size // (world * recipe.grad_accum)
     t0 = time.time()
     step = start
@@ -347,7 +350,11 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, stop_afte
         n_text, n_audio = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
         totals = torch.zeros(3)
         set_train_mode(model)
+        # the augmentation's draws are a function of the step (and process), as the data order is
+        augment_rng = np.random.default_rng([recipe.seed, step, rank])
         for i, b in enumerate(batches):
+            if augment is not None and b["audio_features"] is not None:
+                b["audio_features"] = [augment(f, augment_rng) for f in b["audio_features"]]
             inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items() if k != "num_tokens"}
             sync = i == len(batches) - 1 or world == 1 or recipe.strategy != "ddp"
             ctx = engine.no_sync() if not sync else contextlib.nullcontext()

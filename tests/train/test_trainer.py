@@ -129,6 +129,41 @@ def test_a_frozen_encoder_runs_once_per_utterance_and_trains_the_same(tmp_path, 
     assert cached["step"] == uncached["step"] == steps
 
 
+def test_augmented_speech_is_drawn_anew_each_step_and_repeats_on_a_rerun(tmp_path, corpus, monkeypatch):
+    """With ``audio_augment`` the encoder reads SpecAugment copies of the features: new ones
+    at every step (so nothing is cached), the prepared features untouched, and the same
+    draws when the same recipe runs again (they are a function of the step)."""
+    import numpy as np
+
+    from qinyu.model import QinYuForConditionalGeneration
+
+    seen = []
+    encode = QinYuForConditionalGeneration.encode_audio
+
+    def recording(self, features, *args, **kw):
+        seen.append([f.clone() for f in features])
+        return encode(self, features, *args, **kw)
+
+    monkeypatch.setattr(QinYuForConditionalGeneration, "encode_audio", recording)
+    settings = {"warp": 0.15, "freq_masks": 2, "freq_width": 10, "time_masks": 0}
+    runs = []
+    for name in ("aug_a", "aug_b"):
+        seen.clear()
+        r = Recipe.load(recipe(tmp_path, name, "pretrain", "preset:tiny", corpus, steps=8, audio_augment=settings))
+        train(r, progress=False)
+        runs.append((list(seen), read_metrics(tmp_path / name / "metrics.csv")))
+    (calls, rows_a), (calls_b, rows_b) = runs
+    assert len(calls) == 8  # the encoder ran at every step: 16 samples, two epochs, no cache
+    assert all(x.equal(y) for c, d in zip(calls, calls_b) for x, y in zip(c, d))
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    # epoch two meets the utterances of epoch one again, each in a new draw
+    prepared = {np.load(p).tobytes() for p in Path(corpus).parent.rglob("*.npy")}
+    firsts = [f for c in calls[:4] for f in c]
+    assert firsts and not any(f.numpy().tobytes() in prepared for f in firsts)
+    with pytest.raises(RecipeError, match="audio_augment: unknown SpecAugment setting"):
+        Recipe.load(recipe(tmp_path, "bad", "pretrain", "preset:tiny", corpus, audio_augment={"mask": 1}))
+
+
 def test_gradient_accumulation_gives_the_same_loss(tmp_path, corpus):
     a = train(Recipe.load(recipe(tmp_path, "acc1", "pretrain", "preset:tiny", corpus, steps=2)), progress=False)
     b = train(Recipe.load(recipe(tmp_path, "acc2", "pretrain", "preset:tiny", corpus, steps=2, grad_accum=4)),
