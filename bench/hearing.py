@@ -25,11 +25,7 @@ import torch
 from qinyu.audio.io import load_audio
 from qinyu.eval.metrics.wer import align_counts
 from qinyu.nano.evaluate import NanoModel, load_heldout
-from qinyu.train.encoder_ctc import greedy_ctc
-
-
-def letters(text: str) -> str:
-    return "".join(c for c in text.lower() if c.isalnum() or c in " '").strip()
+from qinyu.train.encoder_ctc import greedy_ctc, letters
 
 
 def ctc_transcripts(nm: NanoModel, audios: list[tuple]) -> list[str]:

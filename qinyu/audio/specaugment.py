@@ -13,7 +13,7 @@ a frozen encoder, so the LM reads frames it has not seen before at every epoch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -66,9 +66,6 @@ class SpecAugment:
         if unknown:
             raise SpecAugmentError(f"unknown SpecAugment setting(s) {unknown}; known: {[f.name for f in fields(cls)]}")
         return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def __call__(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """One utterance's features [T, k*80] -> an augmented copy (``x`` is left alone)."""

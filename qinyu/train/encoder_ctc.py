@@ -143,8 +143,8 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
             for f, text in heldout:
                 x = torch.from_numpy(np.asarray(f, np.float32))[None]
                 frames, _ = encoder(x, torch.tensor([x.shape[1]]))
-                hyp = _letters(tokenizer.decode(greedy_ctc(head(frames[0]), vocab)))
-                ref = _letters(text)
+                hyp = letters(tokenizer.decode(greedy_ctc(head(frames[0]), vocab)))
+                ref = letters(text)
                 errors += sum(align_counts(list(ref), list(hyp)))
                 total += len(ref)
         encoder.train()
@@ -190,7 +190,8 @@ def pretrain_audio_encoder(checkpoint, samples: list[tuple[np.ndarray, str]], ou
             "heldout_cer": last_cer, "seconds": round(time.time() - start, 1)}
 
 
-def _letters(text: str) -> str:
+def letters(text: str) -> str:
+    """What the held-out CER of a transcript counts: letters, digits, spaces and apostrophes, lowercased."""
     return "".join(c for c in text.lower() if c.isalnum() or c in " '").strip()
 
 
