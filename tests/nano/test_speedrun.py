@@ -22,6 +22,7 @@ def tiny_config() -> SpeedrunConfig:
                         "head_channels": 8},
         speaker_steps=2, cmvn_files=8, timbre_config={"hidden": 16, "filter_channels": 16, "blocks": 1, "heads": 1},
         timbre_steps=2, encoder_steps=2, encoder_extra_utterances=3, encoder_extra_requests=4,
+        encoder_extra_song_requests=2,
         # the options left off by default, exercised (the simple encoder's in the test below)
         corpus_character_tts=True,
         encoder_salad_utterances=3, encoder_number_utterances=3, encoder_spliced_utterances=3,
@@ -78,9 +79,9 @@ def test_the_whole_run_resumes_and_ships(tiny_corpus, tmp_path):
     from qinyu.data.dataset import read_prepared
 
     sources = {s["id"]: s for s in run.prepared_samples()}
-    extra = read_prepared(prepared / "extra_chat.prepared.jsonl") + read_prepared(
-        prepared / "extra_singing.prepared.jsonl")
-    assert len(extra) == 4
+    songs = read_prepared(prepared / "extra_singing.prepared.jsonl")
+    extra = read_prepared(prepared / "extra_chat.prepared.jsonl") + songs
+    assert len(extra) == 4 + 2 and len(songs) >= 2  # the requests drawn, then song requests alone
     for row in extra:
         source = sources[row["id"].rsplit("-extra-", 1)[0]]
         assert row["audio"][1] == source["audio"][1] and row["messages"] == source["messages"]
