@@ -77,16 +77,16 @@ class SpeedrunConfig:
     # bf16 autocast for the CTC step and the stages: on these 2 cores (AVX-512 BF16) 1.8x the CTC
     # steps and 1.5x the stage tokens per second of fp32 (docs/nano.md)
     encoder_dtype: str = "bf16"
-    # train transcripts re-spoken by other espeak-ng voices (see step_encoder); 1,600 (was 2,000)
-    # pays for the song requests below (run Z)
-    encoder_extra_utterances: int = 1600
+    encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
     encoder_extra_requests: int = 1500  # single-turn spoken questions and singing requests re-spoken likewise
-    # and this many more song requests alone: drawn with the questions, requests were 216 of the 1,500
-    # (the train split has 64 song requests to 520 spoken questions), and an LM that heard few asked
-    # for a song answered requests in unheard phrasings as questions ("Let's hear London Bridge. Can
-    # you sing it?" -> "A tomato is red.", run X: 5 of 12). With these (run Y, on run X's steps to
-    # ``init``): 1 of 12, singing note accuracy 54.6 % against 7.5 (docs/nano.md)
-    encoder_extra_song_requests: int = 400
+    # measured and left off for the budget: this many more song requests re-spoken alone. Drawn with
+    # the questions, requests are 216 of the 1,500 (the train split has 64 song requests to 520
+    # spoken questions), and run X answered 6 of its 12 held-out requests with no song ("Let's hear
+    # London Bridge. Can you sing it?" -> "A tomato is red."). With 400 (runs Y and Z): 1 and 3 of 12,
+    # singing note accuracy 54.6 and 43.1 % against 7.5, QA and ASR within the runs' swing; but the
+    # long requests slow the CTC step (run Z: 736 s against 669) and run Z, a fresh clone paying with
+    # 1,600 re-spoken transcripts and 1,375 stage-1 steps, took 48.1 min (docs/nano.md)
+    encoder_extra_song_requests: int = 0
     # this share of the re-spoken questions says a reframed question (``reframe``: words of the
     # sentence frame dropped, others inserted), as does ``reframed_text``: the LM learns that the
     # answer hangs on the thing asked about, not on the train phrasings' frames
@@ -141,8 +141,7 @@ class SpeedrunConfig:
     # utterances right), at 1e-3 it did (28) but spoke and answered worse in 750 + 450 steps; 2e-3 /
     # 1.5e-3 with bf16's extra steps (docs/nano.md, "Hearing"). 1,400 steps, in the time packed
     # attention freed: run R (QA 26.9 %, ASR CER 25.1 %) against 1,100 in run Q (15.4 %, 28.1 %)
-    # 1,375 (was 1,400) pays for stage 2's extra song requests (run Z)
-    stage1: dict = field(default_factory=lambda: {"steps": 1375, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
+    stage1: dict = field(default_factory=lambda: {"steps": 1400, "batch_size": 4, "lr": 2e-3, "warmup_ratio": 0.03,
                                                   "dtype": "bf16"})
     # stage 2 at 2e-3 with the TTS pairs twice: at 1.5e-3 and once, forced-choice intelligibility fell
     # to 82.2 % against the codec's 98.7 % (94.9 % with these; docs/nano.md). 600 steps (was 650): the
