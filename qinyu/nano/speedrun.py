@@ -79,13 +79,13 @@ class SpeedrunConfig:
     encoder_dtype: str = "bf16"
     encoder_extra_utterances: int = 2000  # train transcripts re-spoken by other espeak-ng voices (see step_encoder)
     encoder_extra_requests: int = 1500  # single-turn spoken questions and singing requests re-spoken likewise
-    # measured and left off for the budget: this many more song requests re-spoken alone. Drawn with
+    # measured and left off for now: this many more song requests re-spoken alone. Drawn with
     # the questions, requests are 216 of the 1,500 (the train split has 64 song requests to 520
     # spoken questions), and run X answered 6 of its 12 held-out requests with no song ("Let's hear
     # London Bridge. Can you sing it?" -> "A tomato is red."). With 400 (runs Y and Z): 1 and 3 of 12,
-    # singing note accuracy 54.6 and 43.1 % against 7.5, QA and ASR within the runs' swing; but the
-    # long requests slow the CTC step (run Z: 736 s against 669) and run Z, a fresh clone paying with
-    # 1,600 re-spoken transcripts and 1,375 stage-1 steps, took 48.1 min (docs/nano.md)
+    # singing note accuracy 54.6 and 43.1 % against 7.5, QA 16.7 and 24.4 % against runs W and X's
+    # 32.1 and 26.9; run Z, a fresh clone paying with 1,600 re-spoken transcripts and 1,375 stage-1
+    # steps, took 48.1 min, mostly the machine at that hour (docs/nano.md, "Song requests ...")
     encoder_extra_song_requests: int = 0
     # this share of the re-spoken questions says a reframed question (``reframe``: words of the
     # sentence frame dropped, others inserted), as does ``reframed_text``: the LM learns that the
