@@ -56,7 +56,7 @@ def run(run_dir: Path, lyrics: dict[str, set[str]], show: bool) -> Counter:
             item = json.loads(line)
             if item["kind"] != "singing":
                 continue
-            verdict = classify(item.get("text", ""), item["reference"]["song"], lyrics) if "text" in item else "failed"
+            verdict = classify(item["text"], item["reference"]["song"], lyrics) if "text" in item else "failed"
             counts[verdict] += 1
             if show:
                 print(f"  {item['reference']['request'][:56]:56s} -> {item.get('text', '')[:40]:40s} [{verdict}]")

@@ -509,11 +509,11 @@ class Speedrun:
                   and [a["role"] for a in s["audio"]] == ["user", "assistant"]]
         if self.config.encoder_extra_requests and not single:
             raise SpeedrunError("no single-turn spoken request (chat or singing) to re-speak")
-        chosen = [rng.choice(single) for _ in range(self.config.encoder_extra_requests)] if single else []
+        chosen = [rng.choice(single) for _ in range(self.config.encoder_extra_requests)]
         songs = [s for s in single if s["task"] == "singing"]
         if self.config.encoder_extra_song_requests and not songs:
             raise SpeedrunError("no single-turn song request to re-speak (encoder_extra_song_requests)")
-        chosen += [rng.choice(songs) for _ in range(self.config.encoder_extra_song_requests)] if songs else []
+        chosen += [rng.choice(songs) for _ in range(self.config.encoder_extra_song_requests)]
         speaker = SpeakerEncoder.load(self.out / "speaker_encoder")
         by_task: dict[str, list] = {"chat": [], "singing": []}
         texts = [s["meta"]["transcripts"][0] for s in chosen]
