@@ -2,7 +2,8 @@
 with SDPA over each whole pack under the block-diagonal mask (the baseline, run beside it:
 ``Recipe.attention: mask``) against causal attention within each packed sample's span
 (``qinyu.model.packed_attention``, ``Recipe.attention: packed``) with each of its kernels:
-``sdpa`` (torch's fused kernels) and ``math`` (explicit matmuls; the CPU default).
+``sdpa`` (torch's fused kernels), ``math`` (explicit matmuls, one span at a time) and
+``grouped`` (spans of like length padded together, one product per group; the CPU default).
 
 The `nano` preset on packs of 1,024 tokens of rendered spoken conversations, 4 packs a step,
 bf16 autocast, frozen audio encoder, logits only where the loss reads them, as the speedrun's
@@ -23,7 +24,7 @@ import torch
 from qinyu.model.packed_attention import span_bounds, use_packed_attention
 from synthetic import nano_setup, nano_stage_batches, nano_stage_model, stage_steps  # bench/synthetic.py
 
-PATHS = (("mask", None), ("packed sdpa", "sdpa"), ("packed math", "math"))
+PATHS = (("mask", None), ("packed sdpa", "sdpa"), ("packed math", "math"), ("packed grouped", "grouped"))
 
 
 def main():

@@ -9,6 +9,12 @@ packs hold ~12 samples each, so ~90 % of the attention work is masked out.
 from the position ids' restarts): the same outputs at the real positions, with only the
 work the mask keeps.
 
+On the CPU a step's many short spans make many small products, whose per-call cost
+outweighs their arithmetic; the "grouped" kernel pads spans of like length to a common
+length and attends each group of them in one batched product (a key-padding mask keeps
+the padding out), which on the nano stages is faster than one product per span
+(bench/attention.py).
+
 It is registered with transformers (``PACKED_ATTENTION``, and one name per kernel) and
 used only while training (``use_packed_attention``): with it the backbone gets no mask at
 all, so it must not see a cache, or padding that is not a span of its own (the collator
@@ -25,7 +31,11 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 PACKED_ATTENTION = "qinyu_packed"  # the kernel chosen by device (packed_attention_forward)
-KERNELS = ("sdpa", "math")
+KERNELS = ("sdpa", "math", "grouped")
+# "grouped": spans are padded to at most this many times their own length (short spans to
+# at least GROUP_MIN_LENGTH positions), so the padded work stays near the spans' own
+GROUP_GROWTH = 1.25
+GROUP_MIN_LENGTH = 16
 
 
 class PackedAttentionError(ValueError):
@@ -67,11 +77,60 @@ def causal_attention(query, key, value, scale: float | None = None, kernel: str 
     return weights.to(value.dtype) @ value
 
 
+def span_groups(lengths: list[int]) -> list[list[int]]:
+    """Indices of spans grouped by length for the "grouped" kernel: longest first, a group
+    takes the next span while the group's (first, longest) length is at most
+    ``GROUP_GROWTH`` times the span's own (or ``GROUP_MIN_LENGTH``)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[groups[-1][0]] <= max(GROUP_GROWTH * lengths[i], GROUP_MIN_LENGTH):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def grouped_attention(query, key, value, spans: list[list[tuple[int, int]]], scale: float | None = None):
+    """Causal attention within every span, spans of like length batched: query [B, H, L, D],
+    key/value [B, KV, L, D] -> [B, L, H, D]. Each group's spans are gathered (padded at the
+    end to the group's longest), attended under a causal mask that also hides the padding
+    keys, and the real positions scattered back."""
+    b, h, length, d = query.shape
+    groups_kv = h // key.shape[1]
+    device = query.device
+    flat = [(r * length + s, e - s) for r, row in enumerate(spans) for s, e in row]  # (offset in B*L, length)
+    q = query.transpose(1, 2).reshape(b * length, h, d)
+    k = key.transpose(1, 2).reshape(b * length, key.shape[1], d)
+    v = value.transpose(1, 2).reshape(b * length, value.shape[1], d)
+    outputs, positions = [], []
+    for group in span_groups([n for _, n in flat]):
+        n = flat[group[0]][1]
+        steps = torch.arange(n, device=device)
+        starts = torch.tensor([flat[i][0] for i in group], device=device)
+        sizes = torch.tensor([flat[i][1] for i in group], device=device)
+        real = steps[None, :] < sizes[:, None]  # [g, n]
+        index = torch.where(real, starts[:, None] + steps[None, :], starts[:, None])  # padding reads the start
+        qg, kg, vg = (t[index].transpose(1, 2) for t in (q, k, v))  # [g, heads, n, D]
+        if groups_kv > 1:
+            kg, vg = kg.repeat_interleave(groups_kv, 1), vg.repeat_interleave(groups_kv, 1)
+        scores = (qg @ kg.transpose(-1, -2)) * (scale if scale is not None else d ** -0.5)
+        hidden = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)[None] | ~real[:, None, :]  # [g, n, n]
+        weights = scores.masked_fill(hidden[:, None], float("-inf")).softmax(-1)
+        out = (weights.to(vg.dtype) @ vg).transpose(1, 2)  # [g, n, heads, D]
+        outputs.append(out[real])
+        positions.append(index[real])
+    order = torch.argsort(torch.cat(positions))  # the spans cover every position once
+    out = torch.cat(outputs)[order]
+    return out.reshape(b, length, h, d)
+
+
 def packed_attention_forward(module, query, key, value, attention_mask=None, *, position_ids=None, scaling=None,
                              dropout: float = 0.0, kernel: str | None = None, **kwargs):
     """transformers attention interface: query [B, H, L, D], key/value [B, KV, L, D] ->
-    ([B, L, H, D], None), causal attention within each sample's span. ``kernel``: see
-    ``causal_attention``; by default "sdpa" on a GPU and "math" on the CPU."""
+    ([B, L, H, D], None), causal attention within each sample's span. ``kernel``: "sdpa" or
+    "math" (``causal_attention``, one span at a time) or "grouped" (``grouped_attention``);
+    by default "sdpa" on a GPU and "grouped" on the CPU."""
     if position_ids is None:
         raise PackedAttentionError("packed attention needs the position ids (they mark where samples start)")
     if query.shape[2] != key.shape[2]:
@@ -79,7 +138,9 @@ def packed_attention_forward(module, query, key, value, attention_mask=None, *, 
                                    "(no cache)")
     if dropout:
         raise PackedAttentionError("packed attention has no attention dropout")
-    kernel = kernel or ("sdpa" if query.is_cuda else "math")
+    kernel = kernel or ("sdpa" if query.is_cuda else "grouped")
+    if kernel == "grouped":
+        return grouped_attention(query, key, value, span_bounds(position_ids), scaling), None
     rows = []
     # split, not slice: the backward of a split is one concatenation of the spans'
     # gradients, where each slice's backward would allocate a zero tensor of the whole row
@@ -99,7 +160,7 @@ for _kernel in KERNELS:
 
 def use_packed_attention(model, enabled: bool = True, kernel: str | None = None) -> None:
     """Switch a QinYu model's backbone to (or back from) per-sample packed attention;
-    ``kernel`` ("sdpa" or "math") fixes the kernel instead of choosing it by device."""
+    ``kernel`` ("sdpa", "math" or "grouped") fixes the kernel instead of choosing it by device."""
     if kernel is not None and kernel not in KERNELS:
         raise PackedAttentionError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     name = PACKED_ATTENTION + (f"_{kernel}" if kernel else "")

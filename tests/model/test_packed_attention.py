@@ -4,8 +4,8 @@ import torch
 from qinyu.data.dataset import collate_packs, read_prepared, render_prepared
 from qinyu.layout import TokenLayout, byte_tokenizer
 from qinyu.model import QinYuForConditionalGeneration, preset_config
-from qinyu.model.packed_attention import PackedAttentionError, packed_attention_forward, span_bounds, \
-    use_packed_attention
+from qinyu.model.packed_attention import PackedAttentionError, causal_attention, grouped_attention, \
+    packed_attention_forward, span_bounds, span_groups, use_packed_attention
 
 from ..data.synthetic import write_prepared
 
@@ -41,7 +41,7 @@ def test_collated_padding_is_one_span(setup):
     assert span_bounds(batch["position_ids"]) == [[(0, n0), (n0, n0 + n1)], [(0, n2), (n2, n0 + n1)]]
 
 
-@pytest.mark.parametrize("kernel", ["sdpa", "math"])
+@pytest.mark.parametrize("kernel", ["sdpa", "math", "grouped"])
 def test_packed_attention_matches_the_block_diagonal_mask(setup, kernel):
     """Outputs at every real position and the gradients of the loss are those of SDPA under
     the pack's block-diagonal mask; the padding span's outputs are never read."""
@@ -65,6 +65,30 @@ def test_packed_attention_matches_the_block_diagonal_mask(setup, kernel):
     torch.testing.assert_close(loss_packed, loss_mask, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad_packed, grad_mask, atol=1e-6, rtol=1e-4)
     assert model.model.config._attn_implementation == model.config.attn_implementation
+
+
+def test_span_groups_keep_like_lengths_together():
+    groups = span_groups([20, 3, 18, 5, 17, 100, 16, 2])
+    assert groups == [[5], [0, 2, 4, 6], [3, 1, 7]]  # 20 <= 1.25 * 16; short spans share GROUP_MIN_LENGTH
+    assert sorted(i for g in groups for i in g) == list(range(8))
+
+
+def test_grouped_attention_pads_like_spans_and_matches_one_span_at_a_time():
+    """Spans padded together (lengths 20, 18, 17, 16 in one product, 11, 5, 3, 2 in another),
+    with grouped-query attention: the outputs and gradients of one product per span."""
+    torch.manual_seed(0)
+    spans = [[(0, 20), (20, 38), (38, 43), (43, 46)], [(0, 17), (17, 33), (33, 44), (44, 46)]]
+    q0 = torch.randn(2, 4, 46, 8, requires_grad=True)
+    k0, v0 = (torch.randn(2, 2, 46, 8, requires_grad=True) for _ in range(2))
+    grouped = grouped_attention(q0, k0, v0, spans, scale=0.3)  # [B, L, H, D]
+    expected = torch.stack([torch.cat([causal_attention(q0[r:r + 1, :, s:e], k0[r:r + 1, :, s:e], v0[r:r + 1, :, s:e],
+                                                        0.3, "math") for s, e in spans[r]], dim=2)[0]
+                            for r in range(2)]).transpose(1, 2)
+    torch.testing.assert_close(grouped, expected, atol=1e-6, rtol=1e-5)
+    weights = torch.randn_like(grouped)
+    grads = [torch.autograd.grad((out * weights).sum(), (q0, k0, v0)) for out in (grouped, expected)]
+    for g, e in zip(*grads):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
 
 
 def test_packed_attention_refuses_what_it_cannot_do():
