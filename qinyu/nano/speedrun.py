@@ -86,7 +86,9 @@ class SpeedrunConfig:
     # singing note accuracy 54.6 and 43.1 % against 7.5, QA 16.7 and 24.4 % against runs W and X's
     # 32.1 and 26.9; run Z, a fresh clone paying with 1,600 re-spoken transcripts and 1,375 stage-1
     # steps, took 48.1 min, mostly the machine at that hour; run Z2, the same again, 45.5 min with
-    # forced choice missed by 0.9 (docs/nano.md, "Song requests ...")
+    # forced choice missed by 0.9 (docs/nano.md, "Song requests ..."); with the grouped attention
+    # kernel, runs Y2 (X's settings) and Y3 (1,600 transcripts, stage 1 at 1,300) met every target
+    # rule but the time: 45.4 and 46.4 min, notes 54.3 and 46.0 %, QA 24.4 and 29.5 %
     encoder_extra_song_requests: int = 0
     # this share of the re-spoken questions says a reframed question (``reframe``: words of the
     # sentence frame dropped, others inserted), as does ``reframed_text``: the LM learns that the
