@@ -67,13 +67,19 @@ def causal_attention(query, key, value, scale: float | None = None, kernel: str 
     if kernel == "sdpa":
         return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
                                               enable_gqa=query.shape[1] != key.shape[1])
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     n = query.shape[2]
+    return masked_attention(query, key, value, torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1), scale)
+
+
+def masked_attention(query, key, value, hidden: torch.Tensor, scale: float | None = None):
+    """Explicit softmax attention, [..., H, n, D] x [..., KV, n, D] -> [..., H, n, D], with the
+    keys where ``hidden`` (broadcast to the scores, True = hidden) left out; grouped-query keys
+    and values are repeated to the query heads."""
+    groups = query.shape[-3] // key.shape[-3]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, -3), value.repeat_interleave(groups, -3)
     scores = (query @ key.transpose(-1, -2)) * (scale if scale is not None else query.shape[-1] ** -0.5)
-    future = torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1)
-    weights = scores.masked_fill(future, float("-inf")).softmax(-1)
+    weights = scores.masked_fill(hidden, float("-inf")).softmax(-1)
     return weights.to(value.dtype) @ value
 
 
@@ -97,7 +103,6 @@ def grouped_attention(query, key, value, spans: list[list[tuple[int, int]]], sca
     end to the group's longest), attended under a causal mask that also hides the padding
     keys, and the real positions scattered back."""
     b, h, length, d = query.shape
-    groups_kv = h // key.shape[1]
     device = query.device
     flat = [(r * length + s, e - s) for r, row in enumerate(spans) for s, e in row]  # (offset in B*L, length)
     q = query.transpose(1, 2).reshape(b * length, h, d)
@@ -111,13 +116,9 @@ def grouped_attention(query, key, value, spans: list[list[tuple[int, int]]], sca
         sizes = torch.tensor([flat[i][1] for i in group], device=device)
         real = steps[None, :] < sizes[:, None]  # [g, n]
         index = torch.where(real, starts[:, None] + steps[None, :], starts[:, None])  # padding reads the start
-        qg, kg, vg = (t[index].transpose(1, 2) for t in (q, k, v))  # [g, heads, n, D]
-        if groups_kv > 1:
-            kg, vg = kg.repeat_interleave(groups_kv, 1), vg.repeat_interleave(groups_kv, 1)
-        scores = (qg @ kg.transpose(-1, -2)) * (scale if scale is not None else d ** -0.5)
+        qg, kg, vg = (t[index].transpose(1, 2) for t in (q, k, v))  # [g, heads (KV heads), n, D]
         hidden = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)[None] | ~real[:, None, :]  # [g, n, n]
-        weights = scores.masked_fill(hidden[:, None], float("-inf")).softmax(-1)
-        out = (weights.to(vg.dtype) @ vg).transpose(1, 2)  # [g, n, heads, D]
+        out = masked_attention(qg, kg, vg, hidden[:, None], scale).transpose(1, 2)  # [g, n, heads, D]
         outputs.append(out[real])
         positions.append(index[real])
     order = torch.argsort(torch.cat(positions))  # the spans cover every position once
