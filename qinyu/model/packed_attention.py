@@ -73,14 +73,25 @@ def causal_attention(query, key, value, scale: float | None = None, kernel: str 
 
 def masked_attention(query, key, value, hidden: torch.Tensor, scale: float | None = None):
     """Explicit softmax attention, [..., H, n, D] x [..., KV, n, D] -> [..., H, n, D], with the
-    keys where ``hidden`` (broadcast to the scores, True = hidden) left out; grouped-query keys
-    and values are repeated to the query heads."""
-    groups = query.shape[-3] // key.shape[-3]
-    if groups > 1:
-        key, value = key.repeat_interleave(groups, -3), value.repeat_interleave(groups, -3)
-    scores = (query @ key.transpose(-1, -2)) * (scale if scale is not None else query.shape[-1] ** -0.5)
-    weights = scores.masked_fill(hidden, float("-inf")).softmax(-1)
-    return weights.to(value.dtype) @ value
+    keys where ``hidden`` ([..., 1, n, n] or [n, n], the same for every head; True = hidden)
+    left out.
+
+    Written for the CPU's per-call costs: the query heads that share a key/value head are
+    stacked along the positions ([..., KV, heads/KV * n, D]), so grouped-query keys and values
+    are used as they are instead of repeated to every head; the scale multiplies the queries
+    (n x D) rather than the scores (n x n); the mask is added as 0 / -inf, whose backward is
+    free where ``masked_fill`` has one of its own. (Head h reads key/value head h // (H/KV),
+    as ``repeat_interleave`` would give it.)"""
+    *lead, heads, n, d = query.shape
+    kv_heads = key.shape[-3]
+    rep = heads // kv_heads
+    scale = scale if scale is not None else d ** -0.5
+    q = (query * scale).reshape(*lead, kv_heads, rep * n, d)
+    scores = (q @ key.transpose(-1, -2)).reshape(*lead, kv_heads, rep, n, n)
+    bias = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device).masked_fill(hidden, float("-inf"))
+    weights = (scores + bias.unsqueeze(-3)).softmax(-1)  # fp32 softmax, as autocast runs it
+    out = weights.to(value.dtype).reshape(*lead, kv_heads, rep * n, n) @ value
+    return out.reshape(*lead, heads, n, d)
 
 
 def span_groups(lengths: list[int]) -> list[list[int]]:
@@ -101,29 +112,33 @@ def grouped_attention(query, key, value, spans: list[list[tuple[int, int]]], sca
     """Causal attention within every span, spans of like length batched: query [B, H, L, D],
     key/value [B, KV, L, D] -> [B, L, H, D]. Each group's spans are gathered (padded at the
     end to the group's longest), attended under a causal mask that also hides the padding
-    keys, and the real positions scattered back."""
+    keys, and the real positions put back in order. Gathers are ``index_select`` (their
+    backward, an ``index_add``, costs a fraction of advanced indexing's ``index_put``)."""
     b, h, length, d = query.shape
+    kv_heads = key.shape[1]
     device = query.device
     flat = [(r * length + s, e - s) for r, row in enumerate(spans) for s, e in row]  # (offset in B*L, length)
-    q = query.transpose(1, 2).reshape(b * length, h, d)
-    k = key.transpose(1, 2).reshape(b * length, key.shape[1], d)
-    v = value.transpose(1, 2).reshape(b * length, value.shape[1], d)
+    q = query.transpose(1, 2).reshape(b * length, h * d)
+    k = key.transpose(1, 2).reshape(b * length, kv_heads * d)
+    v = value.transpose(1, 2).reshape(b * length, kv_heads * d)
     outputs, positions = [], []
     for group in span_groups([n for _, n in flat]):
-        n = flat[group[0]][1]
+        n, g = flat[group[0]][1], len(group)
         steps = torch.arange(n, device=device)
         starts = torch.tensor([flat[i][0] for i in group], device=device)
         sizes = torch.tensor([flat[i][1] for i in group], device=device)
         real = steps[None, :] < sizes[:, None]  # [g, n]
-        index = torch.where(real, starts[:, None] + steps[None, :], starts[:, None])  # padding reads the start
-        qg, kg, vg = (t[index].transpose(1, 2) for t in (q, k, v))  # [g, heads (KV heads), n, D]
+        # padding reads its span's start
+        index = torch.where(real, starts[:, None] + steps[None, :], starts[:, None]).flatten()
+        qg, kg, vg = (t.index_select(0, index).view(g, n, heads, d).transpose(1, 2)  # [g, heads (KV heads), n, D]
+                      for t, heads in ((q, h), (k, kv_heads), (v, kv_heads)))
         hidden = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)[None] | ~real[:, None, :]  # [g, n, n]
-        out = masked_attention(qg, kg, vg, hidden[:, None], scale).transpose(1, 2)  # [g, n, heads, D]
-        outputs.append(out[real])
-        positions.append(index[real])
+        out = masked_attention(qg, kg, vg, hidden[:, None], scale).transpose(1, 2).reshape(g * n, h * d)
+        keep = real.flatten().nonzero().flatten()
+        outputs.append(out.index_select(0, keep))
+        positions.append(index[keep])
     order = torch.argsort(torch.cat(positions))  # the spans cover every position once
-    out = torch.cat(outputs)[order]
-    return out.reshape(b, length, h, d)
+    return torch.cat(outputs).index_select(0, order).view(b, length, h, d)
 
 
 def packed_attention_forward(module, query, key, value, attention_mask=None, *, position_ids=None, scaling=None,

@@ -1,10 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from qinyu.data.dataset import collate_packs, read_prepared, render_prepared
 from qinyu.layout import TokenLayout, byte_tokenizer
 from qinyu.model import QinYuForConditionalGeneration, preset_config
-from qinyu.model.packed_attention import PackedAttentionError, causal_attention, grouped_attention, \
+from qinyu.model.packed_attention import PackedAttentionError, causal_attention, grouped_attention, masked_attention, \
     packed_attention_forward, span_bounds, span_groups, use_packed_attention
 
 from ..data.synthetic import write_prepared
@@ -89,6 +90,26 @@ def test_grouped_attention_pads_like_spans_and_matches_one_span_at_a_time():
     grads = [torch.autograd.grad((out * weights).sum(), (q0, k0, v0)) for out in (grouped, expected)]
     for g, e in zip(*grads):
         torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_shape", ["one for all", "one per batch item"])
+def test_masked_attention_is_sdpa_with_that_mask(mask_shape):
+    """The explicit kernel (query heads stacked per key/value head, additive mask) against
+    torch's SDPA with grouped-query heads and the same boolean mask: outputs and gradients."""
+    torch.manual_seed(0)
+    q0 = torch.randn(3, 6, 7, 8, requires_grad=True)
+    k0, v0 = (torch.randn(3, 2, 7, 8, requires_grad=True) for _ in range(2))
+    hidden = torch.ones(7, 7, dtype=torch.bool).triu(1)
+    if mask_shape == "one per batch item":
+        padding = torch.arange(7)[None, None, None, :] >= torch.tensor([7, 5, 2])[:, None, None, None]
+        hidden = hidden[None, None] | padding  # [3, 1, 7, 7]: keys past each item's length
+    ours = masked_attention(q0, k0, v0, hidden, scale=0.4)
+    theirs = F.scaled_dot_product_attention(q0, k0, v0, attn_mask=~hidden, scale=0.4, enable_gqa=True)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    weights = torch.randn_like(ours)
+    grads = [torch.autograd.grad((out * weights).sum(), (q0, k0, v0)) for out in (ours, theirs)]
+    for g, e in zip(*grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
 
 
 def test_packed_attention_refuses_what_it_cannot_do():
