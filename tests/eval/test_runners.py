@@ -73,6 +73,24 @@ def items(out: Path) -> dict:
     return {i["key"]: i for i in map(json.loads, (out / "items.jsonl").read_text().splitlines())}
 
 
+def test_an_audio_file_becomes_one_user_turn_however_often_it_is_given(tiny, speech, tmp_path):
+    """Later items repeat earlier utterances in their histories: the file's features and
+    voice vector are made once, each caller gets a turn of its own, and a changed file or
+    another prompt makes a new one."""
+    from qinyu.eval.runners.base import SpeechModel
+
+    model = SpeechModel(tiny, max_steps=4)
+    wav = speech(tmp_path / "q.wav")
+    first = model.audio_turn(model.session(), wav)
+    again = model.audio_turn(model.session(), wav)
+    assert again is not first and again.features is first.features and again.speaker is first.speaker
+    prompted = model.audio_turn(model.session(), wav, prompt="Convert the speech to text.\n<|audio|>")
+    assert prompted.text != first.text
+    speech(wav, "the quick brown fox jumps over the lazy dog")  # the file changes
+    changed = model.audio_turn(model.session(), wav)
+    assert changed.features is not first.features and len(changed.features) != len(first.features)
+
+
 # --------------------------------------------------------------------------------------
 # ASR
 # --------------------------------------------------------------------------------------

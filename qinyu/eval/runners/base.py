@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -142,6 +142,10 @@ class SpeechModel:
             self.base.model.to(device)
         self.model, self.tokenizer, self.codec = self.base.model, self.base.tokenizer, self.base.codec
         self.speaker_encoder = self.base.speaker_encoder
+        # (file, its size and mtime, prompt, ...) -> the user turn made of it: a benchmark gives
+        # the same utterance again in later items' histories (the nano held-out split: 304 user
+        # turns of 256 files), and its features and CAM++ vector are the same each time
+        self._audio_turns: dict[tuple, object] = {}
 
     @property
     def name(self) -> str:
@@ -164,10 +168,15 @@ class SpeechModel:
         path = Path(path)
         if not path.is_file():
             raise ItemError(f"audio file not found: {path}")
-        try:
-            return session.user_turn(audio=load_audio(path), prompt=prompt)
-        except (AudioError, EngineError) as e:
-            raise ItemError(str(e)) from None
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, prompt,  # and what the session makes it with
+               id(session.front_end), id(session.speaker_encoder), session.max_audio_seconds)
+        if key not in self._audio_turns:
+            try:
+                self._audio_turns[key] = session.user_turn(audio=load_audio(path), prompt=prompt)
+            except (AudioError, EngineError) as e:
+                raise ItemError(str(e)) from None
+        return replace(self._audio_turns[key])  # a turn of its own; the arrays, never written to, shared
 
     def generate(self, requests: list) -> list[Reply | Exception]:
         """Decode the requests together; if the batch fails (e.g. one prompt is too long
