@@ -90,7 +90,8 @@ class SpeedrunConfig:
     # kernel, runs Y2 (X's settings) and Y3 (1,600 transcripts, stage 1 at 1,300) met every target
     # rule but the time: 45.4 and 46.4 min, notes 54.3 and 46.0 %, QA 24.4 and 29.5 %; run Y5 (cheaper
     # kernels, 300 fewer timbre and CTC steps, 150 fewer requests): 47.5 min on a slow hour, notes 54.3 %,
-    # forced choice missed by 2.4 (docs/nano.md, "Cheaper explicit attention")
+    # forced choice missed by 2.4; run Y7 (today's code, Y2's settings): notes 73.1 %, 10 of 12 songs
+    # right, but 46.1 min and forced choice missed by 0.9 (docs/nano.md, "Cheaper explicit attention")
     encoder_extra_song_requests: int = 0
     # this share of the re-spoken questions says a reframed question (``reframe``: words of the
     # sentence frame dropped, others inserted), as does ``reframed_text``: the LM learns that the
