@@ -73,7 +73,7 @@ def items(out: Path) -> dict:
     return {i["key"]: i for i in map(json.loads, (out / "items.jsonl").read_text().splitlines())}
 
 
-def test_an_audio_file_becomes_one_user_turn_however_often_it_is_given(tiny, speech, tmp_path):
+def test_an_audio_file_becomes_one_user_turn_however_often_it_is_given(tiny, speech, tmp_path, monkeypatch):
     """Later items repeat earlier utterances in their histories: the file's features and
     voice vector are made once, each caller gets a turn of its own, and a changed file or
     another prompt makes a new one."""
@@ -89,6 +89,15 @@ def test_an_audio_file_becomes_one_user_turn_however_often_it_is_given(tiny, spe
     speech(wav, "the quick brown fox jumps over the lazy dog")  # the file changes
     changed = model.audio_turn(model.session(), wav)
     assert changed.features is not first.features and len(changed.features) != len(first.features)
+    # only the most recently used AUDIO_TURN_CACHE turns are kept
+    monkeypatch.setattr("qinyu.eval.runners.base.AUDIO_TURN_CACHE", 2)
+    a, b, c = (speech(tmp_path / f"other-{k}.wav", f"number {k}") for k in range(3))
+    turn_a = model.audio_turn(model.session(), a)
+    model.audio_turn(model.session(), b)
+    assert model.audio_turn(model.session(), a).features is turn_a.features  # a used again: b is the oldest
+    model.audio_turn(model.session(), c)  # b goes
+    assert model.audio_turn(model.session(), a).features is turn_a.features
+    assert len(model._audio_turns) == 2
 
 
 # --------------------------------------------------------------------------------------

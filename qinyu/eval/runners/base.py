@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -126,6 +127,9 @@ class Reply:
     steps: int
 
 
+AUDIO_TURN_CACHE = 512  # user turns SpeechModel keeps for reuse (the nano held-out split has 256 files)
+
+
 class SpeechModel:
     """A loaded checkpoint (model, tokenizer, codec, speech front end, speaker encoder)
     that answers many requests at once through ``qinyu.engine.generate``."""
@@ -144,8 +148,10 @@ class SpeechModel:
         self.speaker_encoder = self.base.speaker_encoder
         # (file, its size and mtime, prompt, ...) -> the user turn made of it: a benchmark gives
         # the same utterance again in later items' histories (the nano held-out split: 304 user
-        # turns of 256 files), and its features and CAM++ vector are the same each time
-        self._audio_turns: dict[tuple, object] = {}
+        # turns of 256 files), and its features and CAM++ vector are the same each time. The
+        # AUDIO_TURN_CACHE most recently used are kept, so a benchmark of thousands of utterances
+        # does not hold all their features
+        self._audio_turns: OrderedDict[tuple, object] = OrderedDict()
 
     @property
     def name(self) -> str:
@@ -176,6 +182,9 @@ class SpeechModel:
                 self._audio_turns[key] = session.user_turn(audio=load_audio(path), prompt=prompt)
             except (AudioError, EngineError) as e:
                 raise ItemError(str(e)) from None
+            while len(self._audio_turns) > AUDIO_TURN_CACHE:
+                self._audio_turns.popitem(last=False)
+        self._audio_turns.move_to_end(key)
         return replace(self._audio_turns[key])  # a turn of its own; the arrays, never written to, shared
 
     def generate(self, requests: list) -> list[Reply | Exception]:
