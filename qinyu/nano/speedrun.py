@@ -22,8 +22,6 @@ import re
 import shutil
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -715,14 +713,14 @@ def espeak_variants() -> list[str]:
     return sorted({line.split()[4].split("/")[-1] for line in lines if len(line.split()) >= 5})
 
 
-def extra_voices(texts: list[str], seed: int = 0, progress: bool = True, workers: int = 2):
+def extra_voices(texts: list[str], seed: int = 0, progress: bool = True, ahead: int = 8):
     """Yield (16 kHz waveform, text) for each of ``texts``, spoken by a random espeak-ng voice
     (accent, variant, pitch, speed). The held-out user voices' variants, and any variant
     whose name starts like one of them (steph2 for steph), are never used, so the held-out
     voices stay unheard."""
     from tqdm import tqdm
 
-    from ..audio.espeak import espeak
+    from ..audio.espeak import EspeakWorker
     from ..audio.io import resample
     from ..data.synth.voices import EN_ACCENTS, USER_VOICES
     from .corpus import HELDOUT_USER_VOICES
@@ -733,24 +731,21 @@ def extra_voices(texts: list[str], seed: int = 0, progress: bool = True, workers
     if not variants:
         raise SpeedrunError("espeak-ng lists no usable voice variants")
     rng = random.Random(seed)
-    # every voice drawn first, in text order, so the result does not depend on the workers
     voices = [(f"{rng.choice(EN_ACCENTS)}+{rng.choice(variants)}", rng.randint(20, 80), rng.randint(120, 200))
               for _ in texts]
 
-    def speak(k: int) -> np.ndarray:
-        voice, pitch, speed = voices[k]
-        wav, sr = espeak(texts[k], voice=voice, pitch=pitch, speed=speed)
-        return resample(wav, sr, 16000)
-
-    # espeak-ng runs as a subprocess: with two at a time the caller's features (and speaker
-    # vectors) of one utterance are computed while the next ones are spoken (two cores); a few
+    # espeak-ng speaks in a process of its own (a fresh engine: the same texts, the same audio)
+    # while the caller computes features (and speaker vectors) of the utterances before: a few
     # utterances ahead at most, so a slow caller does not pile up waveforms
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        ahead: deque = deque()
+    with EspeakWorker() as worker:
+        sent = 0
         for k in tqdm(range(len(texts)), desc="extra voices", unit="utt", disable=not progress):
-            while len(ahead) < 2 * workers and k + len(ahead) < len(texts):
-                ahead.append(pool.submit(speak, k + len(ahead)))
-            yield ahead.popleft().result(), texts[k]
+            while sent < len(texts) and sent - k < ahead:
+                voice, pitch, speed = voices[sent]
+                worker.submit(texts[sent], voice=voice, pitch=pitch, speed=speed)
+                sent += 1
+            wav, sr = worker.result()
+            yield resample(wav, sr, 16000), texts[k]
 
 
 def asr_sample(sample_id: str, text: str, features: str, frames: int) -> dict:

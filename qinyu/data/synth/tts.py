@@ -20,6 +20,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
+import weakref
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -121,15 +123,45 @@ def apply_instruction(voice: Voice, instruction: str | None) -> tuple[Voice, int
 
 
 class EspeakTTS:
-    """Offline TTS through espeak-ng (22050 Hz)."""
+    """Offline TTS through espeak-ng (22050 Hz). By default the library speaks, in a worker
+    process started at the first utterance (``qinyu.audio.espeak.EspeakWorker``: a quarter of
+    the program's time a sentence); ``library=False`` starts the program for each utterance.
+    Either way the same utterances in the same order give the same audio."""
 
     kind = "espeak"
+
+    def __init__(self, library: bool = True):
+        self.library = library
+        self._worker = None
+        self._lock = threading.Lock()
 
     def describe(self) -> dict:
         return {"kind": self.kind}
 
+    def __getstate__(self):  # a copy in another process starts its own worker
+        return {"library": self.library}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def _speak(self, text: str, voice: str, pitch: int, speed: int, amplitude: int) -> tuple[np.ndarray, int]:
+        from ...audio.espeak import EspeakWorker, espeak
+
+        if not self.library:
+            return espeak(text, voice=voice, pitch=pitch, speed=speed, amplitude=amplitude)
+        with self._lock:
+            if self._worker is None:
+                self._worker = EspeakWorker()
+                weakref.finalize(self, self._worker.close)
+            return self._worker.synthesize(text, voice, pitch, speed, amplitude)
+
     def synthesize(self, text: str, voice: Voice, instruction: str | None = None) -> tuple[np.ndarray, int]:
-        from ...audio.espeak import EspeakError, espeak
+        from ...audio.espeak import EspeakError
 
         if not text or not text.strip():
             raise TTSError(f"espeak-ng TTS: empty text for voice {voice.name!r}")
@@ -140,7 +172,7 @@ class EspeakTTS:
             base = voice.espeak if voice.espeak.startswith("cmn") else "cmn-latn-pinyin"
             engine_voice = f"{base}+{voice.variant}" if voice.variant else base
         try:
-            return espeak(spoken, voice=engine_voice, pitch=voice.pitch, speed=voice.speed, amplitude=amplitude)
+            return self._speak(spoken, engine_voice, voice.pitch, voice.speed, amplitude)
         except EspeakError as e:
             raise TTSError(f"espeak-ng TTS failed on {text[:60]!r}: {e}") from None
 
