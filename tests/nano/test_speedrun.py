@@ -404,17 +404,17 @@ def test_a_role_play_line_becomes_tts_in_its_characters_voice():
         line_as_tts({**sample, "messages": sample["messages"][:2]})
 
 
-def test_extra_voices_speak_the_same_whatever_the_number_of_workers():
-    """Every voice is drawn before synthesis starts, so two espeak-ng processes at a time give
-    exactly what one gives, in the texts' order."""
+def test_extra_voices_speak_the_same_whatever_the_lookahead():
+    """Every voice is drawn before synthesis starts and a fresh espeak-ng engine speaks the
+    texts in order, so requests sent eight ahead give exactly what one at a time gives."""
     import numpy as np
 
     from qinyu.nano.speedrun import extra_voices
 
     texts = ["three plus four", "seven", "what colour is the sky", "twelve", "hello there"]
-    one = list(extra_voices(texts, seed=5, progress=False, workers=1))
-    two = list(extra_voices(texts, seed=5, progress=False, workers=2))
-    assert [t for _, t in one] == [t for _, t in two] == texts
-    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(one, two))
-    other_seed = list(extra_voices(texts, seed=6, progress=False, workers=2))
+    one = list(extra_voices(texts, seed=5, progress=False, ahead=1))
+    eight = list(extra_voices(texts, seed=5, progress=False, ahead=8))
+    assert [t for _, t in one] == [t for _, t in eight] == texts
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(one, eight))
+    other_seed = list(extra_voices(texts, seed=6, progress=False))
     assert not all(len(a) == len(b) and np.array_equal(a, b) for (a, _), (b, _) in zip(one, other_seed))
