@@ -87,7 +87,8 @@ class Session:
         feats = self.front_end(wav, 16000)
         if len(feats) == 0:
             raise EngineError("user audio is shorter than one 25 ms frame")
-        speaker = (self.speaker_encoder.embed(wav, 16000) if self.speaker_encoder is not None
+        speaker = (self.speaker_encoder.embed(wav, 16000, dtype=self.model.config.speaker_dtype)
+                   if self.speaker_encoder is not None
                    else np.zeros(SPEAKER_DIM, np.float32))
         content = prompt if prompt else ((text or "") + "<|user_speaker|><|audio|>")
         return Turn("user", content, feats, speaker)
@@ -215,7 +216,7 @@ def load_session(model_dir, voice: str | None = None, role: str | None = None, l
 
         if encoder is None:
             raise EngineError("a reference clip needs a speaker encoder (--speaker-encoder)")
-        persona.voice = encoder.embed(*load_audio(voice_clip))
+        persona.voice = encoder.embed(*load_audio(voice_clip), dtype=model.config.speaker_dtype)
     elif voice:
         from ..voice.library import VoiceLibrary
 
