@@ -1,12 +1,15 @@
-"""Speech from espeak-ng (the Debian package), for synthetic corpora and tests."""
+"""Speech from espeak-ng (the Debian package), for synthetic corpora and tests: `espeak` starts
+the program for one utterance; `EspeakWorker` keeps its library loaded in a worker process."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import io
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 
@@ -149,7 +152,10 @@ class EspeakWorker:
 
         if not espeak_available():
             raise EspeakError("espeak-ng is not installed (Debian package espeak-ng; `make` installs it)")
-        self._process = subprocess.Popen([sys.executable, "-m", "qinyu.audio.espeak"],
+        # the worker imports this package from where the caller found it, installed or not
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self._process = subprocess.Popen([sys.executable, "-m", "qinyu.audio.espeak"], env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pending = 0
 
