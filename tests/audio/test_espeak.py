@@ -69,7 +69,7 @@ def test_espeak_tts_through_the_library_is_picklable_and_speaks():
     from qinyu.data.synth.tts import EspeakTTS
     from qinyu.data.synth.voices import ASSISTANT_VOICES
 
-    tts = EspeakTTS()
+    tts = EspeakTTS(library=True)
     wav, rate = tts.synthesize("Two plus five is seven.", ASSISTANT_VOICES["en"])
     copy = pickle.loads(pickle.dumps(tts))  # a copy starts its own worker
     again, _ = copy.synthesize("Two plus five is seven.", ASSISTANT_VOICES["en"])

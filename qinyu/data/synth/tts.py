@@ -123,14 +123,16 @@ def apply_instruction(voice: Voice, instruction: str | None) -> tuple[Voice, int
 
 
 class EspeakTTS:
-    """Offline TTS through espeak-ng (22050 Hz). By default the library speaks, in a worker
-    process started at the first utterance (``qinyu.audio.espeak.EspeakWorker``: a quarter of
-    the program's time a sentence); ``library=False`` starts the program for each utterance.
-    Either way the same utterances in the same order give the same audio."""
+    """Offline TTS through espeak-ng (22050 Hz). By default the program speaks each utterance,
+    so a sentence said twice in a voice is the same waveform (runs Y8 and Y9 in docs/nano.md:
+    a corpus whose repeated replies differed trained to higher stage losses). ``library=True``
+    speaks through the library in a worker process started at the first utterance
+    (``qinyu.audio.espeak.EspeakWorker``: a quarter of the program's time a sentence, and the
+    same utterances in the same order give the same audio, but a repeated one differs a little)."""
 
     kind = "espeak"
 
-    def __init__(self, library: bool = True):
+    def __init__(self, library: bool = False):
         self.library = library
         self._worker = None
         self._lock = threading.Lock()
