@@ -6,9 +6,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import io
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +53,9 @@ def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160,
 # library (libespeak-ng.so.1, Debian libespeak-ng1, which espeak-ng depends on) loads them once.
 # The calls are those of the program (its src/espeak-ng.c): synchronous output, the voice by
 # name, rate / volume / pitch, then one synthesis with the program's flags. A fresh engine's
-# first utterance is the program's to the sample; later ones differ in the pitch flutter only,
-# whose phase runs on from the utterance before (a static counter in the library's wave
-# generator that no call resets). So each ``EspeakWorker`` is a process of its own with a fresh
+# first utterance is the program's to the sample; later ones differ a little in the pitch
+# flutter, whose phase runs on from the utterance before (a static counter in the library's wave
+# generator that no call resets), and in the length of the end pause. So each ``EspeakWorker`` is a process of its own with a fresh
 # engine, speaking its requests in the order given: the same requests give the same audio,
 # whatever ran before in the caller, and the synthesis runs on another core than the caller.
 
@@ -110,16 +112,15 @@ class EspeakLibrary:
         chunks, self._chunks = self._chunks, []
         if status != 0:
             raise EspeakError(f"espeak-ng synthesis failed (status {status}) for voice {voice!r}")
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        if not chunks:
+            raise EspeakError(f"espeak-ng produced no audio for voice {voice!r} and text {text[:40]!r}")
+        return np.concatenate(chunks)
 
 
 def _serve() -> None:
     """The worker (``python -m qinyu.audio.espeak``): a JSON request a line on stdin
     ([text, voice, pitch, speed, amplitude]); on stdout a JSON line ({"samples": n, "rate": r}
     or {"error": message}) then n int16 samples. Without the library, the program speaks."""
-    import json
-    import sys
-
     try:
         engine = EspeakLibrary()
     except (OSError, EspeakError):
@@ -133,8 +134,6 @@ def _serve() -> None:
             else:
                 wav, rate = espeak(text, voice=voice, pitch=pitch, speed=speed, amplitude=amplitude)
                 samples = np.round(wav * 32768.0).clip(-32768, 32767).astype(np.int16)
-            if samples.size == 0:
-                raise EspeakError(f"espeak-ng produced no audio for voice {voice!r} and text {text[:40]!r}")
             reply = {"samples": int(samples.size), "rate": int(rate)}
         except EspeakError as e:
             samples, reply = np.zeros(0, np.int16), {"error": str(e)}
@@ -148,8 +147,6 @@ class EspeakWorker:
     threads at once (the order of their requests would decide the audio)."""
 
     def __init__(self):
-        import sys
-
         if not espeak_available():
             raise EspeakError("espeak-ng is not installed (Debian package espeak-ng; `make` installs it)")
         # the worker imports this package from where the caller found it, installed or not
@@ -160,8 +157,6 @@ class EspeakWorker:
         self.pending = 0
 
     def submit(self, text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160, amplitude: int = 100) -> None:
-        import json
-
         try:
             self._process.stdin.write(json.dumps([text, voice, int(pitch), int(speed), int(amplitude)]).encode() + b"\n")
             self._process.stdin.flush()
@@ -171,8 +166,6 @@ class EspeakWorker:
 
     def result(self) -> tuple[np.ndarray, int]:
         """The next request's (float32 waveform, sample rate), as ``espeak`` returns them."""
-        import json
-
         if not self.pending:
             raise EspeakError("no espeak-ng request is waiting for its result")
         header = self._process.stdout.readline()
