@@ -195,6 +195,7 @@ class Speedrun:
         self.corpus = Path(corpus) if corpus else self.out / "corpus"
         self.progress = progress
         self.steps_dir = self.out / "steps"
+        self.rendered = None  # the stages' rendered data, shared between them (a RenderedFiles)
 
     # -- paths --------------------------------------------------------------------
     @property
@@ -599,11 +600,13 @@ class Speedrun:
                                     f"arith_text and voice_tts)")
 
     def _stage(self, stage: int) -> dict:
-        from ..train.trainer import train
+        from ..train.trainer import RenderedFiles, train
 
+        if self.rendered is None:
+            self.rendered = RenderedFiles()
         if stage == 0:
             self._split_by_task()
-        last = train(self.recipe(stage), resume=True, progress=self.progress)
+        last = train(self.recipe(stage), resume=True, progress=self.progress, rendered=self.rendered)
         return {"trained_steps": last.get("step"),
                 **{k: last.get(k) for k in ("loss", "text_loss", "audio_loss", "tokens_per_s")}}
 

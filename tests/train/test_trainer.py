@@ -164,6 +164,38 @@ def test_augmented_speech_is_drawn_anew_each_step_and_repeats_on_a_rerun(tmp_pat
         Recipe.load(recipe(tmp_path, "bad", "pretrain", "preset:tiny", corpus, audio_augment={"mask": 1}))
 
 
+def test_rendered_files_are_shared_between_trainings_and_train_the_same(tmp_path, corpus, monkeypatch):
+    """A training given an earlier one's RenderedFiles renders none of the same files again and
+    trains exactly as a training that rendered them; a file changed since is rendered anew."""
+    from qinyu.train import trainer
+
+    rendered, calls = trainer.RenderedFiles(), []
+    render = trainer.render_prepared
+    monkeypatch.setattr(trainer, "render_prepared", lambda *a, **kw: calls.append(1) or render(*a, **kw))
+    train(Recipe.load(recipe(tmp_path, "first", "pretrain", "preset:tiny", corpus, steps=2)), progress=False,
+          rendered=rendered)
+    assert len(calls) == 16
+    shared = train(Recipe.load(recipe(tmp_path, "shared", "pretrain", "preset:tiny", corpus, steps=3)),
+                   progress=False, rendered=rendered)
+    assert len(calls) == 16  # nothing rendered again
+    fresh = train(Recipe.load(recipe(tmp_path, "fresh", "pretrain", "preset:tiny", corpus, steps=3)), progress=False)
+    assert len(calls) == 32
+    assert shared["loss"] == fresh["loss"]
+    rows = zip(read_metrics(tmp_path / "shared" / "metrics.csv"), read_metrics(tmp_path / "fresh" / "metrics.csv"))
+    assert all(a["loss"] == b["loss"] for a, b in rows)
+
+    changed = corpus.parent / "changed.prepared.jsonl"  # beside the corpus: its arrays' paths are relative
+    lines = corpus.read_text().splitlines(keepends=True)
+    changed.write_text("".join(lines[:10]))
+    train(Recipe.load(recipe(tmp_path, "changed1", "pretrain", "preset:tiny", changed, steps=1)), progress=False,
+          rendered=rendered)
+    assert len(calls) == 42
+    changed.write_text("".join(lines[:12]))
+    train(Recipe.load(recipe(tmp_path, "changed2", "pretrain", "preset:tiny", changed, steps=1)), progress=False,
+          rendered=rendered)
+    assert len(calls) == 54
+
+
 def test_gradient_accumulation_gives_the_same_loss(tmp_path, corpus):
     a = train(Recipe.load(recipe(tmp_path, "acc1", "pretrain", "preset:tiny", corpus, steps=2)), progress=False)
     b = train(Recipe.load(recipe(tmp_path, "acc2", "pretrain", "preset:tiny", corpus, steps=2, grad_accum=4)),
