@@ -17,7 +17,7 @@ What is in it (sizes at ``scale=1``; ``scale`` multiplies every train count and 
 the held-out split below 1, never below one item of each kind):
 
 - **QA** (task ``chat``): arithmetic on 0..10 (``a + b``, ``a - b`` with ``a >= b``,
-  answers spelled out), a small fact table (colours, animal sounds, capitals),
+  answered by counting on from ``a``, spelled out: ``arithmetic_answer``), a small fact table (colours, animal sounds, capitals),
   greetings, and two-question follow-ups whose second question needs the first
   ("and plus two more?"). Every question is rewritten in a spoken register by the
   conversation pipeline and spoken by one of the user voices; the assistant answers in
@@ -269,12 +269,26 @@ def _qa_item(item_id: str, pairs, split: str, sub: str, tests: list[str], answer
                           "user_voice": _user_voice(split, item_id, seed), "nano": nano})
 
 
-def arithmetic_sentences(a: int, op: str, b: int, template: str) -> tuple[str, str, int]:
+def arithmetic_answer(a: int, op: str, b: int) -> str:
+    """The reply to ``a + b`` or ``a - b``: counted on (or down) from ``a`` one number a step,
+    then the result: "Three plus four: four, five, six, seven. Seven."; "Five plus zero is
+    five.". A nano LM taught the results ("Three plus four is seven.") learns the train pairs
+    as a lookup table and answers an unseen pair with a neighbour of its result (14 % of the
+    held-out pairs right, ``bench/arithmetic.py``); counting asks only for the next number and
+    when ``b`` steps are done, which every train pair teaches (100 %)."""
     c = a + b if op == "+" else a - b
-    word = "plus" if op == "+" else "minus"
-    q = _sentence(template, a=_words(a), b=_words(b))
-    ans = _sentence("{a} {w} {b} is {c}.", a=_words(a), w=word, b=_words(b), c=_words(c))
-    return q, ans, c
+    head = _sentence("{a} {w} {b}", a=_words(a), w="plus" if op == "+" else "minus", b=_words(b))
+    if b == 0:
+        return f"{head} is {_words(c)}."
+    step = 1 if op == "+" else -1
+    counted = ", ".join(_words(a + step * k) for k in range(1, b + 1))
+    return f"{head}: {counted}. {_sentence(_words(c))}."
+
+
+def arithmetic_sentences(a: int, op: str, b: int, template: str) -> tuple[str, str, int]:
+    """(question in ``template``, reply, result)."""
+    c = a + b if op == "+" else a - b
+    return _sentence(template, a=_words(a), b=_words(b)), arithmetic_answer(a, op, b), c
 
 
 def _pairs_of(op: str, heldout: bool) -> list[tuple[int, int]]:
@@ -361,7 +375,7 @@ def conversation_plan(seed: int = 0, scale: float = 1.0) -> list[Item]:
                 q1, a1, _ = arithmetic_sentences(a, "+", b, first_t[k1])
                 q2 = _sentence(templates[k2], c=_words(c))
                 total = s + c if op == "+" else s - c
-                a2 = f"Then it is {_words(total)}."
+                a2 = arithmetic_answer(s, op, c)  # counted on from the first answer's result
                 tests = (["unseen operand pair"] if pairs_heldout else []) + \
                         (["unseen question phrasing"] if phrasing_split == "heldout" else [])
                 tests = ["needs the history"] + tests + (["unseen user voice"] if split == "heldout" else [])

@@ -254,9 +254,11 @@ def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
     pairs = set()
     for r in rows:
         question, answer = (m["content"] for m in r["messages"])
-        a, b, c = numbers_in(answer)
+        said = numbers_in(answer)  # a, b, the numbers counted, the result
+        a, b, c = said[0], said[1], said[-1]
         op = "+" if " plus " in answer else "-"
         assert not heldout_pair(a, op, b) and c == (a + b if op == "+" else a - b)
+        assert len(said) == 3 + b
         assert numbers_in(question) in ([a, b], [b, a])  # "take {b} from {a}" says them the other way round
         assert r["audio"] == [] and "<|audio|>" not in question + answer
         pairs.add((a, op, b))
