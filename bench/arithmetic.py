@@ -10,13 +10,13 @@ back for every pair, train and held-out.
 
 Paths, each trained from the same initial weights on the same schedule:
   one sentence  the baseline: answered with the result ("Three plus four is seven."), as the
-                corpus answered before it counted
+                corpus answers by default
   to 20         + the sums and differences of operands up to 20 (results up to 20) that are not
                 pairs of operands 0..10: more of the number line, none of the held-out pairs
   to 20 + order + "Which is more/bigger/less/smaller, <a> or <b>?" for every a != b in 0..20
-  count on      arith_text as the speedrun makes it now: counted on (or down) from the first
-                operand, one number a step, then the result: "Three plus four: four, five, six,
-                seven. Seven." (``qinyu.nano.corpus.arithmetic_answer``)
+  count on      arith_text as the speedrun makes it with ``corpus_counting``: counted on (or
+                down) from the first operand, one number a step, then the result: "Three plus
+                four: four, five, six, seven. Seven." (``qinyu.nano.corpus.arithmetic_answer``)
   count + tally the same with each step counted: "Three plus four: four is one, five is two, six
                 is three, seven is four. Seven." (the stop is then "the tally reached b")
 
@@ -57,12 +57,6 @@ def row(row_id: str, question: str, answer: str) -> dict:
             "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
-def sentence_answer(a: int, op: str, b: int) -> str:
-    """The result in one sentence: "Three plus four is seven."."""
-    c = a + b if op == "+" else a - b
-    return f"{number_words(a)} {'plus' if op == '+' else 'minus'} {number_words(b)} is {number_words(c)}.".capitalize()
-
-
 def to_twenty(top: int = 20) -> list[dict]:
     """Sums and differences with results up to ``top`` and an operand above 10, none held out."""
     rows = []
@@ -73,8 +67,8 @@ def to_twenty(top: int = 20) -> list[dict]:
                         or (op == "+" and a + b > top) or (op == "-" and b > a):
                     continue
                 for k, template in enumerate(QUESTIONS[group][0]):
-                    question, _, _ = arithmetic_sentences(a, op, b, template)
-                    rows.append(row(f"to20-{group}-{a}-{b}-t{k}", question, sentence_answer(a, op, b)))
+                    question, answer, _ = arithmetic_sentences(a, op, b, template)
+                    rows.append(row(f"to20-{group}-{a}-{b}-t{k}", question, answer))
     return rows
 
 
@@ -177,9 +171,9 @@ def main():
                     help="paths to run besides the baseline, 'one sentence' (default: all)")
     args = ap.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="qinyu-arith-"))
-    base = answered(sentence_answer)
+    base = text_arithmetic()
     paths = {"one sentence": base, "to 20": base + to_twenty(), "to 20 + order": base + to_twenty() + order(),
-             "count on": text_arithmetic(), "count + tally": answered(tallied_answer)}
+             "count on": text_arithmetic(counting=True), "count + tally": answered(tallied_answer)}
     if args.paths:
         unknown = set(args.paths) - set(paths)
         if unknown:

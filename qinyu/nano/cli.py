@@ -1,7 +1,7 @@
 """``qinyu speedrun``, ``qinyu data nano-corpus`` and ``qinyu eval nano``.
 
     qinyu speedrun [--out DIR] [--from STEP] [--stop-after STEP] [--ship DIR] [--quiet]
-    qinyu data nano-corpus [--out DIR] [--scale S] [--seed N] [--character-tts] [--quiet]
+    qinyu data nano-corpus [--out DIR] [--scale S] [--seed N] [--character-tts] [--counting] [--quiet]
     qinyu eval nano --model DIR [--corpus DIR] --report OUT.md [--limit N] [--timbre DIR]
                     [--max-steps N] [--batch N] [--device D] [--save-audio] [--quiet]
 
@@ -78,6 +78,8 @@ def add_corpus_parser(dsub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the plan and of the template backend")
     p.add_argument("--character-tts", action="store_true", help="also read every train QA reply in one of the "
                    "role-play voices, as TTS pairs in that voice (docs/nano.md; off in the speedrun)")
+    p.add_argument("--counting", action="store_true", help="answer sums and differences by counting on from the "
+                   "first operand (\"Three plus two: four, five. Five.\"; docs/nano.md, off in the speedrun)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_nano_corpus)
 
@@ -108,7 +110,7 @@ def cmd_nano_corpus(args) -> int:
 
     try:
         summary = build_corpus(args.out, seed=args.seed, scale=args.scale, progress=not args.quiet,
-                               character_tts=args.character_tts)
+                               character_tts=args.character_tts, counting=args.counting)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

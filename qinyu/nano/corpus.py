@@ -17,7 +17,7 @@ What is in it (sizes at ``scale=1``; ``scale`` multiplies every train count and 
 the held-out split below 1, never below one item of each kind):
 
 - **QA** (task ``chat``): arithmetic on 0..10 (``a + b``, ``a - b`` with ``a >= b``,
-  answered by counting on from ``a``, spelled out: ``arithmetic_answer``), a small fact table (colours, animal sounds, capitals),
+  answers spelled out; with ``counting``, counted on from ``a``: ``arithmetic_answer``), a small fact table (colours, animal sounds, capitals),
   greetings, and two-question follow-ups whose second question needs the first
   ("and plus two more?"). Every question is rewritten in a spoken register by the
   conversation pipeline and spoken by one of the user voices; the assistant answers in
@@ -269,26 +269,27 @@ def _qa_item(item_id: str, pairs, split: str, sub: str, tests: list[str], answer
                           "user_voice": _user_voice(split, item_id, seed), "nano": nano})
 
 
-def arithmetic_answer(a: int, op: str, b: int) -> str:
-    """The reply to ``a + b`` or ``a - b``: counted on (or down) from ``a`` one number a step,
-    then the result: "Three plus four: four, five, six, seven. Seven."; "Five plus zero is
-    five.". A nano LM taught the results ("Three plus four is seven.") learns the train pairs
-    as a lookup table and answers an unseen pair with a neighbour of its result (14 % of the
-    held-out pairs right, ``bench/arithmetic.py``); counting asks only for the next number and
-    when ``b`` steps are done, which every train pair teaches (100 %)."""
+def arithmetic_answer(a: int, op: str, b: int, counting: bool = False) -> str:
+    """The reply to ``a + b`` or ``a - b``: the result ("Three plus four is seven."), or with
+    ``counting`` counted on (or down) from ``a`` one number a step, then the result: "Three
+    plus four: four, five, six, seven. Seven."; "Five plus zero is five.". A nano LM taught the
+    results learns the train pairs as a lookup table and answers an unseen pair with a
+    neighbour of its result (14 % of the held-out pairs right, ``bench/arithmetic.py``);
+    counting asks only for the next number and when ``b`` steps are done, which every train
+    pair teaches (100 % typed; run Z2, spoken: docs/nano.md, "Counting on")."""
     c = a + b if op == "+" else a - b
     head = _sentence("{a} {w} {b}", a=_words(a), w="plus" if op == "+" else "minus", b=_words(b))
-    if b == 0:
+    if b == 0 or not counting:
         return f"{head} is {_words(c)}."
     step = 1 if op == "+" else -1
     counted = ", ".join(_words(a + step * k) for k in range(1, b + 1))
     return f"{head}: {counted}. {_sentence(_words(c))}."
 
 
-def arithmetic_sentences(a: int, op: str, b: int, template: str) -> tuple[str, str, int]:
-    """(question in ``template``, reply, result)."""
+def arithmetic_sentences(a: int, op: str, b: int, template: str, counting: bool = False) -> tuple[str, str, int]:
+    """(question in ``template``, reply (``arithmetic_answer``), result)."""
     c = a + b if op == "+" else a - b
-    return _sentence(template, a=_words(a), b=_words(b)), arithmetic_answer(a, op, b), c
+    return _sentence(template, a=_words(a), b=_words(b)), arithmetic_answer(a, op, b, counting), c
 
 
 def _pairs_of(op: str, heldout: bool) -> list[tuple[int, int]]:
@@ -303,8 +304,9 @@ def _number_answer(c: int) -> dict:
     return {"number": c, "answer": _words(c)}
 
 
-def conversation_plan(seed: int = 0, scale: float = 1.0) -> list[Item]:
-    """Every QA item (train and held-out) at this scale, in a fixed order."""
+def conversation_plan(seed: int = 0, scale: float = 1.0, counting: bool = False) -> list[Item]:
+    """Every QA item (train and held-out) at this scale, in a fixed order; ``counting``: sums
+    and differences answered by counting on (``arithmetic_answer``)."""
     groups = {"+": "add", "-": "sub"}
 
     def arithmetic(op, split, phrasing_split, pairs_heldout, tag):
@@ -316,7 +318,7 @@ def conversation_plan(seed: int = 0, scale: float = 1.0) -> list[Item]:
             for a, b in _pairs_of(op, pairs_heldout):
                 base = random.Random(f"{seed}:{group}:{a}:{b}:{tag}").randrange(len(templates))
                 k = (base + r) % len(templates)
-                q, ans, c = arithmetic_sentences(a, op, b, templates[k])
+                q, ans, c = arithmetic_sentences(a, op, b, templates[k], counting)
                 tests = (["unseen operand pair"] if pairs_heldout else []) + \
                         (["unseen question phrasing"] if phrasing_split == "heldout" else [])
                 prefix = "ho-" if split == "heldout" else ""
@@ -372,10 +374,10 @@ def conversation_plan(seed: int = 0, scale: float = 1.0) -> list[Item]:
                 group = "follow-add" if op == "+" else "follow-sub"
                 templates = QUESTIONS[group][1 if phrasing_split == "heldout" else 0]
                 k1, k2 = rng.randrange(len(first_t)), rng.randrange(len(templates))
-                q1, a1, _ = arithmetic_sentences(a, "+", b, first_t[k1])
+                q1, a1, _ = arithmetic_sentences(a, "+", b, first_t[k1], counting)
                 q2 = _sentence(templates[k2], c=_words(c))
                 total = s + c if op == "+" else s - c
-                a2 = arithmetic_answer(s, op, c)  # counted on from the first answer's result
+                a2 = f"Then it is {_words(total)}." if not counting else arithmetic_answer(s, op, c, counting)
                 tests = (["unseen operand pair"] if pairs_heldout else []) + \
                         (["unseen question phrasing"] if phrasing_split == "heldout" else [])
                 tests = ["needs the history"] + tests + (["unseen user voice"] if split == "heldout" else [])
@@ -700,15 +702,15 @@ class CorpusSummary:
                 f"{len(self.failures)} failed item(s); {self.seconds:.0f} s")
 
 
-def plans(seed: int = 0, scale: float = 1.0) -> dict[str, list[Item]]:
+def plans(seed: int = 0, scale: float = 1.0, counting: bool = False) -> dict[str, list[Item]]:
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    return {"conversation": conversation_plan(seed, scale), "roleplay": roleplay_plan(seed, scale),
+    return {"conversation": conversation_plan(seed, scale, counting), "roleplay": roleplay_plan(seed, scale),
             "singing": singing_plan(seed, scale)}
 
 
 def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress: bool = True,
-                 character_tts: bool = False) -> CorpusSummary:
+                 character_tts: bool = False, counting: bool = False) -> CorpusSummary:
     """Synthesise (or finish) the nano corpus in ``out`` and write the split files.
 
     Resumable: each pipeline is a job (``qinyu.data.synth.job``), so finished items keep
@@ -722,7 +724,7 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
     out.mkdir(parents=True, exist_ok=True)
     summary = CorpusSummary(out, seed, scale)
     llm, tts = NanoTemplates(seed=seed), EspeakTTS()
-    plan = plans(seed, scale)
+    plan = plans(seed, scale, counting)
     pipelines = {"conversation": NanoConversation(llm, tts, plan["conversation"]),
                  "roleplay": NanoRoleplay(llm, tts, plan["roleplay"]),
                  "singing": NanoSinging(llm, tts, plan["singing"])}
@@ -748,7 +750,7 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
     summary.hours["total"] = audio_hours(out, train + heldout, extra=[c for v in voices.values() for c in v["clips"]])
     summary.seconds = time.time() - start
     _write_json(out / "nano.json", {
-        "seed": seed, "scale": scale, "seconds": round(summary.seconds, 1), "counts": summary.counts,
+        "seed": seed, "scale": scale, "counting": counting, "seconds": round(summary.seconds, 1), "counts": summary.counts,
         "hours": {k: round(v, 4) for k, v in summary.hours.items()}, "split_rules": SPLIT_RULES,
         "user_voices": {"train": TRAIN_USER_VOICES, "heldout": HELDOUT_USER_VOICES},
         "roleplay_voices": list(ROLEPLAY_VOICES), "songs": list(NANO_SONGS),

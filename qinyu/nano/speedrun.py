@@ -47,7 +47,18 @@ class SpeedrunConfig:
     # says nothing about the voice reading it; 55 s more over the corpus and prepare steps. Again with
     # the voice at every audio step (run U): nearest voice 37.5 %, notes 12.6 %, 45.1 min; left off
     corpus_character_tts: bool = False
+    # sums and differences answered by counting on from the first operand ("Three plus two: four,
+    # five. Five."; ``qinyu.nano.corpus.arithmetic_answer``), in the spoken QA and ``arith_text``.
+    # Measured and left off for now (run Z2, docs/nano.md "Counting on"): spoken sums of unseen
+    # pairs 9 of 22 right (run Z1 the same session: 2), the counts stopped one or two numbers
+    # early or late in the rest, and forced-choice intelligibility missed its target by 5.4
+    corpus_counting: bool = False
     codec_iterations: int = 8
+    # the codec's k-means sees at most this much of the assistant audio (a seeded draw of whole
+    # files); None: all of it (3,104 s by default). The counted arithmetic replies of
+    # ``corpus_counting`` grew it to 4,333 s and the codec step from 106 to 142 s (run Z2): 3100
+    # keeps that step as it was
+    codec_fit_seconds: float | None = None
     bpe_vocab: int = 512
     # the number words 0..20 as one token each, as Qwen3's vocabulary has them: trained on the corpus
     # alone, the 512-entry BPE split "fifteen" into "f i f teen" and "sixteen" into "s i xt een"
@@ -247,7 +258,8 @@ class Speedrun:
         from .corpus import build_corpus
 
         summary = build_corpus(self.corpus, seed=self.config.seed, scale=self.config.corpus_scale,
-                               progress=self.progress, character_tts=self.config.corpus_character_tts)
+                               progress=self.progress, character_tts=self.config.corpus_character_tts,
+                               counting=self.config.corpus_counting)
         if not summary.ok:
             raise SpeedrunError(f"the corpus has {len(summary.failures)} failed item(s) and "
                                 f"{len(summary.problems)} problem(s); run again to fill the gaps")
@@ -274,7 +286,8 @@ class Speedrun:
     def step_codec(self) -> dict:
         from ..codec.fit import fit_nano_codec
 
-        files = [p for p, _ in self.assistant_audio()]
+        files = fit_selection([p for p, _ in self.assistant_audio()], self.config.codec_fit_seconds,
+                              seed=self.config.seed)
         codec = fit_nano_codec(self.out / "codec", iterations=self.config.codec_iterations, seed=self.config.seed,
                                files=files)
         return {"files": len(files), "fitted_on_seconds": codec.info.get("fitted_on_seconds")}
@@ -585,7 +598,7 @@ class Speedrun:
         write_jsonl(prepared / "chat_text.prepared.jsonl", [typed_questions(s) for s in by_task.get("chat", [])])
         write_jsonl(prepared / "singing_text.prepared.jsonl",
                     [typed_questions(s) for s in by_task.get("singing", [])])
-        write_jsonl(prepared / "arith_text.prepared.jsonl", text_arithmetic())
+        write_jsonl(prepared / "arith_text.prepared.jsonl", text_arithmetic(self.config.corpus_counting))
         write_jsonl(prepared / "reframed_text.prepared.jsonl",
                     reframed_questions(by_task.get("chat", []), self.config.seed + 5))
         write_jsonl(prepared / "rephrased_text.prepared.jsonl",
@@ -994,12 +1007,30 @@ def typed_questions(sample: dict) -> dict:
     return {**sample, "id": f"{sample['id']}-typed", "messages": messages, "audio": audio}
 
 
-def text_arithmetic() -> list[dict]:
+def fit_selection(files: list[Path], seconds: float | None, seed: int = 0) -> list[Path]:
+    """A seeded draw of whole files, in their given order, adding up to at most ``seconds``
+    of audio (all of them when ``seconds`` is None or they are no longer)."""
+    import soundfile as sf
+
+    if seconds is None:
+        return list(files)
+    order = list(range(len(files)))
+    random.Random(seed).shuffle(order)
+    chosen, total = set(), 0.0
+    for i in order:
+        duration = sf.info(str(files[i])).duration
+        if total + duration <= seconds:
+            chosen.add(i)
+            total += duration
+    return [f for i, f in enumerate(files) if i in chosen]
+
+
+def text_arithmetic(counting: bool = False) -> list[dict]:
     """Typed arithmetic answered in text only: every train operand pair (``heldout_pair``
-    false) of addition and subtraction in every train question template, answered in the
-    corpus's answer sentence ("Three plus seven is ten."). No system prompt, no audio: ~25
-    tokens a sample, so many fit in one pack, and the spoken answers, which say the same
-    sentence, share what they teach (the sum of two number words)."""
+    false) of addition and subtraction in every train question template, answered as the
+    corpus answers ("Three plus two is five."; with ``counting`` "Three plus two: four, five.
+    Five."). No system prompt, no audio: ~25 tokens a sample (~40 counting), so many fit in
+    one pack, and the spoken answers, which say the same sentence, share what they teach."""
     from .corpus import MAX_OPERAND, QUESTIONS, heldout_pair
     from .corpus import arithmetic_sentences
 
@@ -1010,7 +1041,7 @@ def text_arithmetic() -> list[dict]:
                 if (op == "-" and b > a) or heldout_pair(a, op, b):
                     continue
                 for k, template in enumerate(QUESTIONS[group][0]):
-                    question, answer, _ = arithmetic_sentences(a, op, b, template)
+                    question, answer, _ = arithmetic_sentences(a, op, b, template, counting)
                     rows.append({"id": f"arith-text-{group}-{a}-{b}-t{k}", "task": "chat",
                                  "messages": [{"role": "user", "content": question},
                                               {"role": "assistant", "content": answer}],

@@ -134,27 +134,35 @@ def test_the_full_plan_keeps_the_rules_and_covers_the_domain():
     assert subs(train) == subs(held) == {"add", "sub", "fact", "greeting", "follow-arith", "follow-fact"}
 
 
-def test_sums_and_differences_are_answered_by_counting_on():
+def test_sums_and_differences_can_be_answered_by_counting_on():
     from qinyu.nano.evaluate import numbers_in
 
-    assert nc.arithmetic_answer(3, "+", 4) == "Three plus four: four, five, six, seven. Seven."
-    assert nc.arithmetic_answer(9, "-", 3) == "Nine minus three: eight, seven, six. Six."
-    assert nc.arithmetic_answer(5, "+", 0) == "Five plus zero is five."
-    assert nc.arithmetic_answer(19, "+", 1) == "Nineteen plus one: twenty. Twenty."  # follow-ups go past ten
+    assert nc.arithmetic_answer(3, "+", 4) == "Three plus four is seven."
+    assert nc.arithmetic_answer(3, "+", 4, counting=True) == "Three plus four: four, five, six, seven. Seven."
+    assert nc.arithmetic_answer(9, "-", 3, True) == "Nine minus three: eight, seven, six. Six."
+    assert nc.arithmetic_answer(5, "+", 0, True) == "Five plus zero is five."
+    assert nc.arithmetic_answer(19, "+", 1, True) == "Nineteen plus one: twenty. Twenty."  # follow-ups go past ten
     for a in range(nc.MAX_OPERAND + 1):
         for b in range(nc.MAX_OPERAND + 1):
             for op in "+-" if b <= a else "+":
                 c = a + b if op == "+" else a - b
-                said = numbers_in(nc.arithmetic_answer(a, op, b))
+                said = numbers_in(nc.arithmetic_answer(a, op, b, counting=True))
                 step = 1 if op == "+" else -1
                 # the operands, one number a step from a to the result, then the result once more
                 assert said == [a, b] + [a + step * k for k in range(1, b + 1)] + [c], (a, op, b)
     # the follow-ups count on from the first answer's result
-    plan = nc.plans(seed=0, scale=1.0)["conversation"]
+    plan = nc.plans(seed=0, scale=1.0, counting=True)["conversation"]
     follow = next(it for it in plan if it.spec["nano"]["sub"] == "follow-arith")
     first, second = (t["text"] for t in follow.spec["dialogue"] if t["role"] == "assistant")
     (a, _, b), (s, op, c) = follow.spec["nano"]["operands"]
-    assert first == nc.arithmetic_answer(a, "+", b) and second == nc.arithmetic_answer(s, op, c) and s == a + b
+    assert first == nc.arithmetic_answer(a, "+", b, True) and second == nc.arithmetic_answer(s, op, c, True)
+    assert s == a + b
+    # by default the plan answers in one sentence ("Then it is nine." for the follow-up)
+    plain = nc.plans(seed=0, scale=1.0)["conversation"]
+    assert [it.id for it in plain] == [it.id for it in plan]
+    follow = next(it for it in plain if it.spec["nano"]["sub"] == "follow-arith")
+    first, second = (t["text"] for t in follow.spec["dialogue"] if t["role"] == "assistant")
+    assert first == nc.arithmetic_answer(a, "+", b) and second == f"Then it is {nc.number_words(s + c if op == '+' else s - c)}."
 
 
 def test_scale_grows_train_only_and_plans_are_stable():

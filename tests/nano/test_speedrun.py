@@ -250,7 +250,8 @@ def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
     from qinyu.nano.evaluate import numbers_in
     from qinyu.nano.speedrun import text_arithmetic
 
-    rows = text_arithmetic()
+    rows = text_arithmetic(counting=True)
+    assert [r["id"] for r in rows] == [r["id"] for r in text_arithmetic()]
     pairs = set()
     for r in rows:
         question, answer = (m["content"] for m in r["messages"])
@@ -420,3 +421,22 @@ def test_extra_voices_speak_the_same_whatever_the_lookahead():
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(one, eight))
     other_seed = list(extra_voices(texts, seed=6, progress=False))
     assert not all(len(a) == len(b) and np.array_equal(a, b) for (a, _), (b, _) in zip(one, other_seed))
+
+
+def test_the_codec_is_fitted_on_a_seeded_draw_of_whole_files_up_to_its_seconds(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from qinyu.nano.speedrun import fit_selection
+
+    files = []
+    for i, seconds in enumerate([1.0, 2.0, 0.5, 3.0, 1.5, 2.5]):
+        files.append(tmp_path / f"{i}.wav")
+        sf.write(str(files[-1]), np.zeros(int(16000 * seconds), np.float32), 16000)
+    assert fit_selection(files, None) == files
+    assert fit_selection(files, 100.0) == files
+    chosen = fit_selection(files, 4.0, seed=3)
+    total = sum(sf.info(str(f)).duration for f in chosen)
+    assert 3.0 <= total <= 4.0 and chosen == [f for f in files if f in chosen]  # nearly full, in the given order
+    assert fit_selection(files, 4.0, seed=3) == chosen
+    assert {tuple(fit_selection(files, 4.0, seed=s)) for s in range(8)} != {tuple(chosen)}
