@@ -276,7 +276,7 @@ def arithmetic_answer(a: int, op: str, b: int, counting: bool = False) -> str:
     results learns the train pairs as a lookup table and answers an unseen pair with a
     neighbour of its result (14 % of the held-out pairs right, ``bench/arithmetic.py``);
     counting asks only for the next number and when ``b`` steps are done, which every train
-    pair teaches (100 % typed; run Z2, spoken: docs/nano.md, "Counting on")."""
+    pair teaches (100 % typed; run Z4, spoken: docs/nano.md, "Counting on")."""
     c = a + b if op == "+" else a - b
     head = _sentence("{a} {w} {b}", a=_words(a), w="plus" if op == "+" else "minus", b=_words(b))
     if b == 0 or not counting:

@@ -49,14 +49,14 @@ class SpeedrunConfig:
     corpus_character_tts: bool = False
     # sums and differences answered by counting on from the first operand ("Three plus two: four,
     # five. Five."; ``qinyu.nano.corpus.arithmetic_answer``), in the spoken QA and ``arith_text``.
-    # Measured and left off for now (run Z2, docs/nano.md "Counting on"): spoken sums of unseen
-    # pairs 9 of 22 right (run Z1 the same session: 2), the counts stopped one or two numbers
+    # Measured and left off for now (run Z4, docs/nano.md "Counting on"): spoken sums of unseen
+    # pairs 9 of 22 right (run Z3 the same session: 2), the counts stopped one or two numbers
     # early or late in the rest, and forced-choice intelligibility missed its target by 5.4
     corpus_counting: bool = False
     codec_iterations: int = 8
     # the codec's k-means sees at most this much of the assistant audio (a seeded draw of whole
     # files); None: all of it (3,104 s by default). The counted arithmetic replies of
-    # ``corpus_counting`` grew it to 4,333 s and the codec step from 106 to 142 s (run Z2): 3100
+    # ``corpus_counting`` grew it to 4,333 s and the codec step from 106 to 142 s (run Z4): 3100
     # keeps that step as it was
     codec_fit_seconds: float | None = None
     bpe_vocab: int = 512
