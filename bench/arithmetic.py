@@ -25,7 +25,7 @@ right number, and the held-out accuracy's difference from the baseline's. Two pr
 token after "<a> <op> <b> is" (the paths that answer in one sentence), and the greedy reply to the
 question alone scored as the evaluation scores it (the last number said; every path).
 
-Usage: python bench/arithmetic.py [--steps 600] [--out DIR]
+Usage: python bench/arithmetic.py [--steps 600] [--out DIR] [--paths NAME ...]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from qinyu.model import QinYuForConditionalGeneration
 from qinyu.model.presets import new_checkpoint
 from qinyu.data.synth.sources import number_words
 from qinyu.nano.corpus import MAX_OPERAND, QUESTIONS, arithmetic_sentences, heldout_pair
-from qinyu.nano.evaluate import numbers_in
+from qinyu.nano.evaluate import answer_correct, numbers_in
 from qinyu.nano.speedrun import text_arithmetic
 from qinyu.train.recipe import Recipe
 from qinyu.train.trainer import train
@@ -129,7 +129,7 @@ def reply_probe(model, tokenizer, max_tokens: int = 64) -> dict:
                             out.append(token)
                     reply = tokenizer.decode(out)
                     said = numbers_in(reply)
-                    right = bool(said) and said[-1] == c
+                    right = answer_correct(reply, {"number": c})
                     results["heldout" if held else "train"].append(right)
                     if held:
                         results["distance"].append(abs(said[-1] - c) if said else None)

@@ -17,7 +17,8 @@ What is in it (sizes at ``scale=1``; ``scale`` multiplies every train count and 
 the held-out split below 1, never below one item of each kind):
 
 - **QA** (task ``chat``): arithmetic on 0..10 (``a + b``, ``a - b`` with ``a >= b``,
-  answers spelled out; with ``counting``, counted on from ``a``: ``arithmetic_answer``), a small fact table (colours, animal sounds, capitals),
+  answers spelled out; with ``counting``, counted on from ``a``: ``arithmetic_answer``),
+  a small fact table (colours, animal sounds, capitals),
   greetings, and two-question follow-ups whose second question needs the first
   ("and plus two more?"). Every question is rewritten in a spoken register by the
   conversation pipeline and spoken by one of the user voices; the assistant answers in
@@ -750,7 +751,8 @@ def build_corpus(out=DEFAULT_CORPUS, seed: int = 0, scale: float = 1.0, progress
     summary.hours["total"] = audio_hours(out, train + heldout, extra=[c for v in voices.values() for c in v["clips"]])
     summary.seconds = time.time() - start
     _write_json(out / "nano.json", {
-        "seed": seed, "scale": scale, "counting": counting, "seconds": round(summary.seconds, 1), "counts": summary.counts,
+        "seed": seed, "scale": scale, "counting": counting, "seconds": round(summary.seconds, 1),
+        "counts": summary.counts,
         "hours": {k: round(v, 4) for k, v in summary.hours.items()}, "split_rules": SPLIT_RULES,
         "user_voices": {"train": TRAIN_USER_VOICES, "heldout": HELDOUT_USER_VOICES},
         "roleplay_voices": list(ROLEPLAY_VOICES), "songs": list(NANO_SONGS),

@@ -49,9 +49,10 @@ class SpeedrunConfig:
     corpus_character_tts: bool = False
     # sums and differences answered by counting on from the first operand ("Three plus two: four,
     # five. Five."; ``qinyu.nano.corpus.arithmetic_answer``), in the spoken QA and ``arith_text``.
-    # Measured and left off for now (run Z4, docs/nano.md "Counting on"): spoken sums of unseen
-    # pairs 9 of 22 right (run Z3 the same session: 2), the counts stopped one or two numbers
-    # early or late in the rest, and forced-choice intelligibility missed its target by 5.4
+    # Measured and left off for now (run Z4, docs/nano.md "Counting on"): spoken sums and
+    # differences of held-out pairs 4 of 25 right (run Z3 the same session: 0), of train pairs in
+    # unseen phrasings 7 of 10 (4); most replies counted right but stopped early or late, and
+    # forced-choice intelligibility missed its target by 5.4
     corpus_counting: bool = False
     codec_iterations: int = 8
     # the codec's k-means sees at most this much of the assistant audio (a seeded draw of whole
@@ -620,6 +621,8 @@ class Speedrun:
         if stage == 0:
             self._split_by_task()
         last = train(self.recipe(stage), resume=True, progress=self.progress, rendered=self.rendered)
+        if stage == 2:
+            self.rendered = None  # the last stage: free its data before assemble and evaluate
         return {"trained_steps": last.get("step"),
                 **{k: last.get(k) for k in ("loss", "text_loss", "audio_loss", "tokens_per_s")}}
 
@@ -1014,6 +1017,8 @@ def fit_selection(files: list[Path], seconds: float | None, seed: int = 0) -> li
 
     if seconds is None:
         return list(files)
+    if not seconds > 0:
+        raise SpeedrunError(f"codec_fit_seconds must be > 0 or None, got {seconds}")
     order = list(range(len(files)))
     random.Random(seed).shuffle(order)
     chosen, total = set(), 0.0
@@ -1022,6 +1027,8 @@ def fit_selection(files: list[Path], seconds: float | None, seed: int = 0) -> li
         if total + duration <= seconds:
             chosen.add(i)
             total += duration
+    if not chosen:
+        raise SpeedrunError(f"codec_fit_seconds {seconds} is shorter than every assistant audio file")
     return [f for i, f in enumerate(files) if i in chosen]
 
 

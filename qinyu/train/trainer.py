@@ -152,21 +152,23 @@ class RenderedFiles:
     """Rendered items of prepared files, kept between the trainings of one process: the
     speedrun's three stages read most of the same files (stage 1 every file of stage 0, stage
     2 most of stage 1's), and reading ~30,000 feature arrays and rendering ~20,000 samples
-    costs ~15 s a stage. An entry is reused only for the same file (path, size, modification
-    time) rendered the same way (tokenizer, interleave schedule, speaker embedding, audio
-    frames per feature frame); items are never modified after rendering, so stages can share
-    them."""
+    costs ~15 s a stage. An entry is reused only for the same file (its path and its bytes)
+    rendered the same way (tokenizer, interleave schedule, speaker embedding, audio frames
+    per feature frame), and replaced when either changed. The arrays a file points to are
+    taken as written once (prepare names them by digest and does not rewrite them). Items are
+    never modified after rendering, so trainings can share them."""
 
     def __init__(self):
-        self.entries: dict[tuple, list[Item]] = {}
+        self.entries: dict[tuple, tuple[str, list[Item]]] = {}
 
     def get(self, path, signature: tuple, render_file) -> list[Item]:
-        path = Path(path).resolve()
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, signature)
-        if key not in self.entries:
-            self.entries[key] = render_file()
-        return self.entries[key]
+        path = Path(path).absolute()  # not resolved: a sample's arrays are found beside the path given
+        if not path.is_file():
+            return render_file()  # which names the missing file
+        key, digest = (str(path), signature), hashlib.sha1(path.read_bytes()).hexdigest()
+        if key not in self.entries or self.entries[key][0] != digest:
+            self.entries[key] = (digest, render_file())
+        return self.entries[key][1]
 
 
 def render_signature(model, tokenizer) -> tuple:

@@ -162,7 +162,8 @@ def test_sums_and_differences_can_be_answered_by_counting_on():
     assert [it.id for it in plain] == [it.id for it in plan]
     follow = next(it for it in plain if it.spec["nano"]["sub"] == "follow-arith")
     first, second = (t["text"] for t in follow.spec["dialogue"] if t["role"] == "assistant")
-    assert first == nc.arithmetic_answer(a, "+", b) and second == f"Then it is {nc.number_words(s + c if op == '+' else s - c)}."
+    total = s + c if op == "+" else s - c
+    assert first == nc.arithmetic_answer(a, "+", b) and second == f"Then it is {nc.number_words(total)}."
 
 
 def test_scale_grows_train_only_and_plans_are_stable():

@@ -250,23 +250,23 @@ def test_text_arithmetic_covers_the_train_pairs_and_no_held_out_one():
     from qinyu.nano.evaluate import numbers_in
     from qinyu.nano.speedrun import text_arithmetic
 
-    rows = text_arithmetic(counting=True)
-    assert [r["id"] for r in rows] == [r["id"] for r in text_arithmetic()]
-    pairs = set()
-    for r in rows:
-        question, answer = (m["content"] for m in r["messages"])
-        said = numbers_in(answer)  # a, b, the numbers counted, the result
-        a, b, c = said[0], said[1], said[-1]
-        op = "+" if " plus " in answer else "-"
-        assert not heldout_pair(a, op, b) and c == (a + b if op == "+" else a - b)
-        assert len(said) == 3 + b
-        assert numbers_in(question) in ([a, b], [b, a])  # "take {b} from {a}" says them the other way round
-        assert r["audio"] == [] and "<|audio|>" not in question + answer
-        pairs.add((a, op, b))
     train_add = [(a, b) for a in range(11) for b in range(11) if not heldout_pair(a, "+", b)]
     train_sub = [(a, b) for a in range(11) for b in range(a + 1) if not heldout_pair(a, "-", b)]
-    assert pairs == {(a, "+", b) for a, b in train_add} | {(a, "-", b) for a, b in train_sub}
-    assert len(rows) == len(train_add) * len(QUESTIONS["add"][0]) + len(train_sub) * len(QUESTIONS["sub"][0])
+    for counting in (False, True):
+        rows = text_arithmetic(counting)
+        pairs = set()
+        for r in rows:
+            question, answer = (m["content"] for m in r["messages"])
+            said = numbers_in(answer)  # a, b, (counting: the numbers counted,) the result
+            a, b, c = said[0], said[1], said[-1]
+            op = "+" if " plus " in answer else "-"
+            assert not heldout_pair(a, op, b) and c == (a + b if op == "+" else a - b)
+            assert len(said) == (3 + b if counting else 3)
+            assert numbers_in(question) in ([a, b], [b, a])  # "take {b} from {a}" says them the other way round
+            assert r["audio"] == [] and "<|audio|>" not in question + answer
+            pairs.add((a, op, b))
+        assert pairs == {(a, "+", b) for a, b in train_add} | {(a, "-", b) for a, b in train_sub}
+        assert len(rows) == len(train_add) * len(QUESTIONS["add"][0]) + len(train_sub) * len(QUESTIONS["sub"][0])
 
 
 NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
