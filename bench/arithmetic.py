@@ -42,7 +42,7 @@ from qinyu.layout import bpe_tokenizer, render
 from qinyu.model import QinYuForConditionalGeneration
 from qinyu.model.presets import new_checkpoint
 from qinyu.data.synth.sources import number_words
-from qinyu.nano.corpus import MAX_OPERAND, QUESTIONS, arithmetic_sentences, heldout_pair
+from qinyu.nano.corpus import MAX_OPERAND, QUESTIONS, arithmetic_answer, arithmetic_sentences, heldout_pair
 from qinyu.nano.evaluate import answer_correct, numbers_in
 from qinyu.nano.speedrun import text_arithmetic
 from qinyu.train.recipe import Recipe
@@ -85,14 +85,14 @@ def order(top: int = 20) -> list[dict]:
 
 
 def tallied_answer(a: int, op: str, b: int) -> str:
-    """Counted on (down) from ``a`` as the corpus counts, each step with its tally."""
-    c = a + b if op == "+" else a - b
-    head = f"{number_words(a)} {'plus' if op == '+' else 'minus'} {number_words(b)}".capitalize()
+    """The corpus's counted answer (``arithmetic_answer``) with each step's tally said after it."""
+    counted = arithmetic_answer(a, op, b, counting=True)
     if b == 0:
-        return f"{head} is {number_words(c)}."
-    sign = 1 if op == "+" else -1
-    steps = [f"{number_words(a + sign * k)} is {number_words(k)}" for k in range(1, b + 1)]
-    return f"{head}: {', '.join(steps)}. {number_words(c).capitalize()}."
+        return counted
+    head, rest = counted.split(": ", 1)
+    numbers, result = rest.rsplit(". ", 1)
+    tallied = ", ".join(f"{n} is {number_words(k)}" for k, n in enumerate(numbers.split(", "), start=1))
+    return f"{head}: {tallied}. {result}"
 
 
 def answered(answer) -> list[dict]:
