@@ -414,7 +414,7 @@ class Singer:
         # each syllable from a fresh espeak-ng (the program): from the library's one engine, a
         # syllable's pitch flutter and end pause depend on the syllable before, and sung pitch
         # accuracy moved by up to 0.1 on one song of 76 (docs/nano.md)
-        self.tts = tts or EspeakTTS()
+        self.tts = tts or EspeakTTS(library=False)
         self.crossfade_s = crossfade_s
         self.consonant_share = consonant_share  # at most this share of a note goes to its consonants
         self.level = level                      # RMS of each sung note
